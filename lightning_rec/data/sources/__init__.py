@@ -5,5 +5,17 @@ Every source returns `RawData` with the dataset's original ids; preprocessing ta
 
 from lightning_rec.data.sources.base import DataSource, RawData
 from lightning_rec.data.sources.bundled import MovieLensLatestSmall
+from lightning_rec.data.sources.interaction_file import InteractionFile
+from lightning_rec.data.sources.movielens import MovieLens
+from lightning_rec.data.sources.recbole import RecBoleAtomic
+from lightning_rec.data.sources.user_per_line import UserPerLineFile
 
-__all__ = ["DataSource", "MovieLensLatestSmall", "RawData"]
+__all__ = [
+    "DataSource",
+    "InteractionFile",
+    "MovieLens",
+    "MovieLensLatestSmall",
+    "RawData",
+    "RecBoleAtomic",
+    "UserPerLineFile",
+]

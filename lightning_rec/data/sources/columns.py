@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import pandas as pd
 
@@ -26,7 +26,7 @@ def require_file(path: Path) -> Path:
 
 
 def read_lines_table(
-    source: Path | bytes,
+    source: Path | bytes | BinaryIO,
     where: str,
     *,
     sep: str,
@@ -109,10 +109,13 @@ def id_column(values: pd.Series, where: str, field: str, unit: str = "line") -> 
     return values
 
 
-def number_column(values: pd.Series, where: str, field: str, unit: str = "line") -> pd.Series:
-    """float64 values, or DataError at the first missing or non-numeric one."""
+def number_column(
+    values: pd.Series, where: str, field: str, unit: str = "line", missing_ok: bool = False
+) -> pd.Series:
+    """float64 values, or DataError at the first non-numeric (or, unless missing_ok, missing) one."""
     numbers = pd.to_numeric(values, errors="coerce")
-    _check(values, numbers.isna(), where, field, "is not a number", unit)
+    bad = numbers.isna() & values.notna() if missing_ok else numbers.isna()
+    _check(values, bad, where, field, "is not a number", unit)
     return numbers.astype("float64")
 
 

@@ -8,6 +8,7 @@ the release has tags, "tags".
 from __future__ import annotations
 
 import csv
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -49,13 +50,13 @@ def genres_text(genres: pd.Series) -> pd.Series:
     return genres.str.replace("|", ", ", regex=False)
 
 
-def ratings_csv(data: bytes, where: str) -> pd.DataFrame:
+def ratings_csv(data: bytes | BinaryIO, where: str) -> pd.DataFrame:
     """ratings.csv of ml-latest(-small), ml-20m and ml-25m: userId,movieId,rating,timestamp."""
     frame = read_lines_table(data, where, sep=",")
     return interactions_from(frame, where, "userId", "movieId", "rating", "timestamp")
 
 
-def movies_csv(movies: bytes, tags: bytes, movies_where: str, tags_where: str) -> pd.DataFrame:
+def movies_csv(movies: bytes | BinaryIO, tags: bytes | BinaryIO, movies_where: str, tags_where: str) -> pd.DataFrame:
     """movies.csv (movieId,title,genres) joined with the tags of tags.csv (userId,movieId,tag,timestamp)."""
     frame = read_lines_table(movies, movies_where, sep=",", dtype={"title": str, "genres": str})
     require_columns(frame, ["movieId", "title", "genres"], movies_where)
