@@ -239,6 +239,8 @@ def test_interaction_file_parquet_errors_name_the_row(tmp_path):
     ("text", "kwargs", "pattern"),
     [
         ("", {}, r"bad\.csv: file is empty"),
+        ("user,item,timestamp\n", {}, r"bad\.csv: no data rows"),
+        ("user,item,timestamp\n1,2,3\n1,2,3,4\n", {"sep": ","}, r"bad\.csv: cannot parse .*line 3, saw 4$"),
         ("user,item\n1,2\n", {}, r"bad\.csv: missing column 'timestamp' \(columns found: 'user', 'item'\)"),
         ("user,item,timestamp\n1,2,3\n1,2,yesterday\n", {}, r"bad\.csv: line 3, field 'timestamp': 'yesterday' is not a number"),
         ("user,item,timestamp,r\n1,2,3,4\n\n1,2,4,five\n", {"rating_col": "r"}, r"bad\.csv: line 4, field 'r': 'five' is not a number"),

@@ -56,7 +56,7 @@ def read_lines_table(
     except pd.errors.EmptyDataError as error:
         raise DataError(f"{where}: file is empty") from error
     except pd.errors.ParserError as error:
-        raise DataError(f"{where}: cannot parse as '{sep}'-separated text: {error}") from error
+        raise DataError(f"{where}: cannot parse as '{sep}'-separated text: {str(error).strip()}") from error
     except UnicodeDecodeError as error:
         raise DataError(f"{where}: not valid {encoding} text ({error.reason} at byte {error.start})") from error
     first = 1 if names else 2
