@@ -1,0 +1,5 @@
+"""Datasets, preprocessing, splits and the SequenceDataModule shared by every stage."""
+
+from lightning_rec.data.datamodule import ItemCatalog, SequenceDataModule
+
+__all__ = ["ItemCatalog", "SequenceDataModule"]

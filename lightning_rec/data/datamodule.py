@@ -1,0 +1,139 @@
+"""SequenceDataModule: one per dataset, shared by every stage (pretraining, simulation, RL, meta)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, training_windows
+from lightning_rec.data.errors import DataError
+from lightning_rec.data.preprocess import PreprocessOptions, SequenceData, load_or_build
+from lightning_rec.data.sources import DataSource, MovieLensLatestSmall
+from lightning_rec.data.splits import Split, leave_one_out, temporal_split
+
+
+@dataclasses.dataclass
+class ItemCatalog:
+    """What item encoders and baselines need to know about the items."""
+
+    num_items: int
+    info: "object"  # pandas DataFrame, row i-1 describes item i (columns: item, title, text columns)
+    popularity: torch.Tensor  # FloatTensor[num_items + 1]: training-event count of each item (0 for padding)
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Users' chronological item sequences with a leave-one-out or global temporal split.
+
+    Training batches are windows over the whole training history (every event is a target once);
+    evaluation batches hold each user's last `max_len` events, all history items (to mask them from
+    the ranking) and the target.
+    """
+
+    def __init__(
+        self,
+        source: DataSource | None = None,
+        max_len: int = 200,
+        split: Literal["leave_one_out", "temporal"] = "leave_one_out",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        min_rating: float | None = None,
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        deduplicate: bool = False,
+        max_history: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        cache_dir: str | None = "~/.cache/lightning_rec",
+        predict_users: list[str] | None = None,
+    ):
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"max_len must be at least 1, got {max_len}")
+        self.save_hyperparameters(ignore=["source"])
+        self.source = source if source is not None else MovieLensLatestSmall()
+        self.options = PreprocessOptions(min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history)
+        self.data: SequenceData | None = None
+        self.split: Split | None = None
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        load_or_build(self.source, self.options, self.hparams.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = load_or_build(self.source, self.options, self.hparams.cache_dir)
+        if self.hparams.split == "leave_one_out":
+            self.split = leave_one_out(self.data)
+        else:
+            self.split = temporal_split(self.data, self.hparams.val_fraction, self.hparams.test_fraction)
+        if len(self.split.test_users) == 0:
+            raise DataError("no user can be evaluated: leave-one-out needs users with at least 3 interactions")
+
+    def train_dataloader(self) -> DataLoader:
+        windows = training_windows(self.data, self.split.train_end, self.hparams.max_len)
+        return self._loader(WindowDataset(windows), self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(UserDataset(self.data, self.split.val_users, self.split.val_positions, self.hparams.max_len))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(UserDataset(self.data, self.split.test_users, self.split.test_positions, self.hparams.max_len))
+
+    def predict_dataloader(self) -> DataLoader:
+        users = self.predict_user_indices()
+        positions = self.data.lengths[users]
+        return self._loader(UserDataset(self.data, users, positions, self.hparams.max_len, with_target=False))
+
+    # -- what later stages use -------------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        self.setup()
+        return self.data.num_items
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        self.setup()
+        return ItemCatalog(self.data.num_items, self.data.item_info, self.train_item_counts())
+
+    def train_item_counts(self) -> torch.Tensor:
+        """How often each item occurs in the training part of the sequences (popularity)."""
+        self.setup()
+        user_of_event = torch.repeat_interleave(torch.arange(self.data.num_users), self.data.lengths)
+        position = torch.arange(len(self.data.items)) - self.data.offsets[user_of_event]
+        in_train = position < self.split.train_end[user_of_event]
+        return torch.bincount(self.data.items[in_train], minlength=self.data.num_items + 1).float()
+
+    def user_index(self, user_id) -> int | None:
+        """Index of an original user id (as given in the data, or its string form); None if unknown."""
+        self.setup()
+        if not hasattr(self, "_user_lookup"):
+            self._user_lookup = {str(u): i for i, u in enumerate(self.data.user_ids)}
+        return self._user_lookup.get(str(user_id))
+
+    def predict_user_indices(self) -> torch.Tensor:
+        """Users to recommend for: `predict_users` (original ids) or everyone. Unknown ids are an error
+        that names them, since silently dropping them would hide a data mismatch."""
+        self.setup()
+        if self.hparams.predict_users is None:
+            return torch.arange(self.data.num_users)
+        indices = [self.user_index(u) for u in self.hparams.predict_users]
+        unknown = [u for u, i in zip(self.hparams.predict_users, indices) if i is None]
+        if unknown:
+            raise DataError(f"predict_users: unknown user ids {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        return torch.as_tensor(indices, dtype=torch.long)
+
+    def _loader(self, dataset, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.hparams.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )

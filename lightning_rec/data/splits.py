@@ -1,0 +1,64 @@
+"""Train / validation / test splits as per-user positions into the flat sequences.
+
+A split is where each user's training prefix ends and which event is each evaluated user's target;
+the model input of a target is the events before it. Both protocols share this form, so every loader
+and stage below works with either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from lightning_rec.data.preprocess import SequenceData
+
+
+@dataclasses.dataclass
+class Split:
+    train_end: torch.Tensor  # LongTensor[num_users]: training uses positions [0, train_end)
+    val_users: torch.Tensor  # LongTensor[M]: evaluated users ...
+    val_positions: torch.Tensor  # ... and the position of each one's validation target
+    test_users: torch.Tensor
+    test_positions: torch.Tensor
+
+
+def leave_one_out(data: SequenceData) -> Split:
+    """Last event is the test target, second to last the validation target, the rest is training.
+
+    Users with fewer than 3 events cannot be evaluated; their whole sequence is training data.
+    """
+    lengths = data.lengths
+    evaluable = lengths >= 3
+    users = torch.nonzero(evaluable).squeeze(1)
+    return Split(
+        train_end=torch.where(evaluable, lengths - 2, lengths),
+        val_users=users,
+        val_positions=lengths[users] - 2,
+        test_users=users,
+        test_positions=lengths[users] - 1,
+    )
+
+
+def temporal_split(data: SequenceData, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
+    """One global time cut for validation and one for test, as in deployment: train on the past,
+    then predict each user's first event after the cut from everything before it."""
+    if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError(f"temporal split needs 0 < val_fraction, test_fraction and a sum < 1; got {val_fraction}, {test_fraction}")
+    t_val, t_test = torch.quantile(
+        data.timestamps, torch.tensor([1 - val_fraction - test_fraction, 1 - test_fraction], dtype=torch.float64)
+    ).tolist()
+    user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
+    before_val = torch.zeros(data.num_users, dtype=torch.long).index_add_(0, user_of_event, (data.timestamps < t_val).long())
+    before_test = torch.zeros(data.num_users, dtype=torch.long).index_add_(0, user_of_event, (data.timestamps < t_test).long())
+    lengths = data.lengths
+    # validation target: the first event in [t_val, t_test); test target: the first event at or after t_test
+    val_ok = (before_val >= 1) & (before_val < before_test)
+    test_ok = (before_test >= 1) & (before_test < lengths)
+    return Split(
+        train_end=before_val,
+        val_users=torch.nonzero(val_ok).squeeze(1),
+        val_positions=before_val[val_ok],
+        test_users=torch.nonzero(test_ok).squeeze(1),
+        test_positions=before_test[test_ok],
+    )
