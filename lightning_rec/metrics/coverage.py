@@ -1,5 +1,7 @@
 """Catalogue coverage: how much of the item set the recommender ever puts in front of users."""
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,10 +38,11 @@ class CoverageAtK(EmptyIsZeroMetric):
                 f"CoverageAtK(num_items={self.num_items}) needs scores of shape [B, {self.num_items + 1}], "
                 f"got {tuple(scores.shape)}"
             )
-        items = scores.detach()[:, 1:]
-        top_scores, top_items = items.masked_fill(items.isnan(), float("-inf")).topk(min(self.k, self.num_items), dim=1)
+        # topk ranks NaN first; read it as -inf (one fused pass, infinities kept as they are).
+        items = scores.detach()[:, 1:].nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        top_scores, top_items = items.topk(min(self.k, self.num_items), dim=1)
         # Unrecommendable picks (-inf) go to bin 0, which is dropped, so no data-dependent indexing is needed.
-        item_ids = torch.where(top_scores > float("-inf"), top_items + 1, 0)
+        item_ids = torch.where(top_scores > -math.inf, top_items + 1, 0)
         self.item_counts += torch.bincount(item_ids.flatten(), minlength=self.num_items + 1)[1:]
 
     def compute(self) -> Tensor:

@@ -1,5 +1,7 @@
 """Pessimistic full-ranking ranks: the one comparison pass every ranking metric builds on."""
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -39,10 +41,10 @@ def pessimistic_ranks(scores: Tensor, targets: Tensor) -> Tensor:
     check_targets(scores, targets)
     items = scores.detach()[:, 1:]
     target_scores = scores.detach().gather(1, targets.long().unsqueeze(1))
-    target_scores = target_scores.masked_fill(target_scores.isnan(), float("-inf"))
+    target_scores = target_scores.masked_fill(target_scores.isnan(), -math.inf)
     # NaN items compare False, which is right (NaN = -inf) unless the target itself is -inf:
     # then every other item ties with it, whatever its score, so the rank is N - 1.
     # int32 accumulation is several times faster than the default int64 on CPU.
     at_or_above = (items >= target_scores).sum(dim=1, dtype=torch.int32).long() - 1
     num_items = items.shape[1]
-    return torch.where(target_scores.squeeze(1) == float("-inf"), num_items - 1, at_or_above)
+    return torch.where(target_scores.squeeze(1) == -math.inf, num_items - 1, at_or_above)
