@@ -41,9 +41,9 @@ class RankCutoffMetric(EmptyIsZeroMetric):
 
     def compute(self) -> Tensor:
         """Histogram-weighted gain over the number of users (0 when there are none)."""
-        ranks = torch.arange(self.k, device=self.rank_counts.device, dtype=torch.float64)
-        total = (self.rank_counts.double() * self.gain(ranks)).sum()
-        return (total / self.users.clamp(min=1)).float()
+        ranks = torch.arange(self.k, device=self.rank_counts.device, dtype=torch.float32)
+        total = (self.rank_counts.float() * self.gain(ranks)).sum()
+        return total / self.users.clamp(min=1)
 
     @abstractmethod
     def gain(self, ranks: Tensor) -> Tensor:
