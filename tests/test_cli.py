@@ -1,0 +1,150 @@
+"""The `lightning-rec` command through real LightningCLI, YAML, Trainer, checkpoints and files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lightning_rec.cli import main
+
+CONFIG = """
+seed_everything: 0
+data:
+  class_path: lightning_rec.data.SequenceDataModule
+  init_args:
+    source:
+      class_path: lightning_rec.data.sources.InteractionFile
+      init_args: {{path: {data}, item_path: {items}}}
+    max_len: 8
+    batch_size: 32
+    cache_dir: null
+model:
+  class_path: lightning_rec.tasks.SequentialRecommender
+  init_args:
+    item_encoder:
+      class_path: lightning_rec.encoders.IDItemEncoder
+      init_args: {{dim: 32}}
+    sequence_encoder:
+      class_path: lightning_rec.encoders.TransformerEncoder
+      init_args:
+        dim: ${{...item_encoder.init_args.dim}}
+        num_layers: 1
+        max_len: ${{.....data.init_args.max_len}}
+        dropout: 0.1
+    lr: 0.005
+    warmup_steps: 5
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_epochs: {epochs}
+  default_root_dir: {out}
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {out}, name: csv}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{monitor: val/ndcg@10, mode: max, save_last: true, filename: best}}
+    - class_path: lightning_rec.recommend.RecommendationWriter
+      init_args: {{path: {out}/recommendations.csv}}
+"""
+
+
+def write_config(path: Path, data: str, out: Path, epochs: int = 20) -> str:
+    path.write_text(CONFIG.format(data=data, items=data.replace(".csv", "_items.csv"), out=out, epochs=epochs))
+    return str(path)
+
+
+def logged(out: Path, key: str) -> list[float]:
+    """Every logged value of `key` in the CSV logs under out, oldest version first."""
+    values = []
+    for metrics in sorted(out.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        frame = pd.read_csv(metrics)
+        if key in frame:
+            values += frame[key].dropna().tolist()
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, chain_csv):
+    out = tmp_path_factory.mktemp("run")
+    config = write_config(out / "config.yaml", chain_csv, out)
+    main(["fit", "-c", config])
+    return config, out
+
+
+def test_fit_writes_best_and_last_checkpoints_and_test_uses_them(trained):
+    config, out = trained
+    checkpoints = {p.name for p in out.glob("csv/version_*/checkpoints/*.ckpt")}
+    assert checkpoints == {"best.ckpt", "last.ckpt"}
+    best = next(out.glob("csv/version_*/checkpoints/best.ckpt"))
+    main(["test", "-c", config, "--ckpt_path", str(best)])
+    assert logged(out, "test/ndcg@10")[-1] > 0.6  # chance is about 0.1 on this item chain
+    assert max(logged(out, "val/ndcg@10")) > 0.6
+
+
+def test_predict_writes_top_k_with_titles_and_never_history(trained, chain_csv):
+    config, out = trained
+    best = next(out.glob("csv/version_*/checkpoints/best.ckpt"))
+    main(["predict", "-c", config, "--ckpt_path", str(best)])
+    recs = pd.read_csv(out / "recommendations.csv")
+    events = pd.read_csv(chain_csv)
+    assert len(recs) == 10 * events["user"].nunique()
+    assert set(recs["rank"]) == set(range(1, 11))
+    assert (recs["title"] == "Item " + recs["item"].astype(str)).all()
+    seen = set(zip(events["user"], events["item"]))
+    assert not any((u, i) in seen for u, i in zip(recs["user"], recs["item"]))
+    # the learned chain: the top item after a user's last item i is i + 1 (on the ring of 40)
+    last = events.sort_values("timestamp").groupby("user")["item"].last()
+    top = recs[recs["rank"] == 1].set_index("user")["item"]
+    assert ((top - last.reindex(top.index)) % 40 == 1).mean() > 0.8
+
+
+def test_recommend_prints_history_and_titles(trained, capsys):
+    config, out = trained
+    best = next(out.glob("csv/version_*/checkpoints/best.ckpt"))
+    main(["recommend", "-c", config, "--ckpt_path", str(best), "--user", "u3", "--k", "5"])
+    printed = capsys.readouterr().out
+    assert "user u3" in printed and "top 5 recommendations" in printed
+    assert printed.count("Item ") >= 5
+    main(["recommend", "-c", config, "--ckpt_path", str(best), "--user", "stranger"])
+    assert "most popular" in capsys.readouterr().out
+
+
+def test_wrong_config_key_is_named(tmp_path, chain_csv, capsys):
+    config = write_config(tmp_path / "c.yaml", chain_csv, tmp_path)
+    text = Path(config).read_text().replace("batch_size: 32", "batch_sise: 32")
+    Path(config).write_text(text)
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", config])
+    assert "batch_sise" in capsys.readouterr().err
+
+
+def test_print_config_resolves_interpolation(tmp_path, chain_csv, capsys):
+    config = write_config(tmp_path / "c.yaml", chain_csv, tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", config, "--model.init_args.item_encoder.init_args.dim", "24", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    encoder = printed["model"]["init_args"]["sequence_encoder"]
+    assert encoder["class_path"] == "lightning_rec.encoders.TransformerEncoder"
+    assert encoder["init_args"]["dim"] == 24 and encoder["init_args"]["max_len"] == 8
+
+
+def test_ddp_on_two_cpu_processes_gives_the_single_process_test_metrics(tmp_path, chain_csv):
+    """Real DDP (gloo, 2 processes): fit, then test the same checkpoint with 2 processes and with 1."""
+    config = write_config(tmp_path / "c.yaml", chain_csv, tmp_path, epochs=3)
+    cli = [sys.executable, "-m", "lightning_rec.cli"]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    subprocess.run(cli + ["fit", "-c", config] + ddp, check=True, timeout=300)
+    best = str(next(tmp_path.glob("csv/version_*/checkpoints/last.ckpt")))
+    subprocess.run(cli + ["test", "-c", config, "--ckpt_path", best] + ddp, check=True, timeout=300)
+    subprocess.run(cli + ["test", "-c", config, "--ckpt_path", best], check=True, timeout=300)
+    for key in ("test/ndcg@10", "test/recall@10", "test/mrr@20", "test/coverage@10"):
+        two, one = logged(tmp_path, key)[-2:]
+        assert two == pytest.approx(one, abs=1e-6), key
