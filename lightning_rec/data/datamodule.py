@@ -7,6 +7,8 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, training_windows
@@ -86,6 +88,9 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader(UserDataset(self.data, self.split.test_users, self.split.test_positions, self.hparams.max_len))
 
     def predict_dataloader(self) -> DataLoader:
+        stage = self.trainer.lightning_module if self.trainer is not None else None
+        if stage is not None and is_overridden("predict_dataloader", stage):
+            return stage.predict_dataloader()  # a stage that predicts over items (text encoding) brings its rows
         users = self.predict_user_indices()
         positions = self.data.lengths[users]
         return self._loader(UserDataset(self.data, users, positions, self.hparams.max_len, with_target=False))
@@ -129,10 +134,14 @@ class SequenceDataModule(L.LightningDataModule):
         return torch.as_tensor(indices, dtype=torch.long)
 
     def _loader(self, dataset, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
+        # Evaluation under DDP: each user exactly once (Lightning's default sampler would repeat some
+        # users to even out the shards, biasing the metrics).
+        distributed = not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized()
         return DataLoader(
             dataset,
             batch_size=batch_size or self.hparams.eval_batch_size,
             shuffle=shuffle,
+            sampler=UnrepeatedDistributedSampler(dataset, shuffle=False) if distributed else None,
             collate_fn=keep_batch,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
