@@ -33,11 +33,11 @@ class RecommenderCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     use_wandb_offline_without_key()
-    args = sys.argv[1:] if args is None else args
-    if args[:1] == ["recommend"]:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["recommend"]:
         from lightning_rec.recommend import recommend_main
 
-        recommend_main(args[1:])
+        recommend_main(argv[1:])
         return
     RecommenderCLI(args=args)
 

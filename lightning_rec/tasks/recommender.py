@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -39,7 +40,10 @@ class SequentialRecommender(L.LightningModule):
         top_k: int = 10,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # the networks are kept in hparams on purpose: checkpoints then reload without their YAML
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            self.save_hyperparameters()
         self.item_encoder = item_encoder if item_encoder is not None else IDItemEncoder()
         self.sequence_encoder = sequence_encoder if sequence_encoder is not None else TransformerEncoder()
         self.objective = objective if objective is not None else FullSoftmax()
