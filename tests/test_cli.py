@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,17 @@ def test_ddp_on_two_cpu_processes_gives_the_single_process_test_metrics(tmp_path
     for key in ("test/ndcg@10", "test/recall@10", "test/mrr@20", "test/coverage@10"):
         two, one = logged(tmp_path, key)[-2:]
         assert two == pytest.approx(one, abs=1e-6), key
+
+
+def test_wandb_goes_offline_without_credentials(monkeypatch, tmp_path):
+    from lightning_rec.cli import use_wandb_offline_without_key
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    use_wandb_offline_without_key()
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password key\n")
+    use_wandb_offline_without_key()
+    assert "WANDB_MODE" not in os.environ  # logged in: leave W&B online
