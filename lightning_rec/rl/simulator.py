@@ -1,0 +1,147 @@
+"""UserSimulator: a batched environment of simulated users, started from their real histories.
+
+    env = simulation.environment("train", datamodule, UserBehaviour(), seed=0)
+    state = env.reset(users)                   # users: LongTensor [B] of env.users
+    while not state.done.all():
+        clicks, rewards, done = env.step(slates)   # slates: LongTensor [B, K] of item ids (0 = empty)
+
+Every tensor has one row per user, so a step for thousands of users is a handful of tensor
+operations. Users who are done stay in the batch: they get no clicks, no reward and done=True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from lightning_rec.data.datasets import gather_windows
+from lightning_rec.data.preprocess import SequenceData
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.response_model import ResponseModel
+
+
+@dataclasses.dataclass
+class SimulatorState:
+    """What the environment knows about each user; `history` and `consumed` are the observation."""
+
+    users: torch.Tensor  # LongTensor[B]: user indices into the data
+    history: torch.Tensor  # LongTensor[B, H]: most recent consumed items, left-padded, newest last
+    consumed: torch.Tensor  # BoolTensor[B, N + 1]: every item the user has consumed (logs + clicks)
+    response: torch.Tensor  # FloatTensor[B, D]: the response model's state of the user
+    patience: torch.Tensor  # FloatTensor[B]
+    done: torch.Tensor  # BoolTensor[B]: the session is over
+    left: torch.Tensor  # BoolTensor[B]: over because patience ran out (not because of max_steps)
+    steps: int = 0
+
+
+class UserSimulator:
+    """Simulated users: a learned ResponseModel (clicks, ratings) plus a UserBehaviour (choice,
+    reward, leaving), with episodes that start from `data`'s logged histories of `users`.
+
+    `users` are the users this environment may simulate (those its response model was fit on);
+    `reset` refuses others, so that a policy is never trained on the evaluation environment's users.
+    """
+
+    def __init__(
+        self,
+        response_model: ResponseModel,
+        behaviour: UserBehaviour,
+        data: SequenceData,
+        train_end: torch.Tensor,
+        users: torch.Tensor,
+        history_len: int = 50,
+        seed: int = 0,
+    ):
+        self.model = response_model.eval()
+        self.behaviour = behaviour
+        self.device = next(response_model.parameters()).device
+        self.items, self.offsets = data.items.to(self.device), data.offsets.to(self.device)
+        self.train_end = train_end.to(self.device)
+        self.users = users.to(self.device)
+        self.allowed = torch.zeros(data.num_users, dtype=torch.bool, device=self.device)
+        self.allowed[self.users] = True
+        self.num_items, self.history_len = data.num_items, history_len
+        self.generator = torch.Generator(self.device)
+        self.seed(seed)
+        self.state: SimulatorState | None = None
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    @torch.no_grad()
+    def reset(self, users: torch.Tensor, positions: torch.Tensor | None = None) -> SimulatorState:
+        """Start one episode per user right after `positions` (events within each user's sequence;
+        default: the end of their training history)."""
+        users = users.to(self.device)
+        if not self.allowed[users].all():
+            bad = users[~self.allowed[users]][:5].tolist()
+            raise ValueError(f"users {bad} are not simulated by this environment (see UserSimulator.users)")
+        positions = self.train_end[users] if positions is None else positions.to(self.device)
+        if (positions < 1).any():
+            raise ValueError("every episode needs at least one logged event before it (positions >= 1)")
+        starts = self.offsets[users]
+        history = gather_windows(self.items, starts, starts + positions, self.history_len)
+        row = torch.repeat_interleave(torch.arange(len(users), device=self.device), positions)
+        event = starts[row] + torch.arange(len(row), device=self.device) - (torch.cumsum(positions, 0) - positions)[row]
+        consumed = torch.zeros(len(users), self.num_items + 1, dtype=torch.bool, device=self.device)
+        consumed[row, self.items[event]] = True
+        false = torch.zeros(len(users), dtype=torch.bool, device=self.device)
+        self.state = SimulatorState(
+            users=users,
+            history=history,
+            consumed=consumed,
+            response=self.model.encode(history)[:, -1],
+            patience=torch.full((len(users),), self.behaviour.initial_patience, device=self.device),
+            done=false,
+            left=false.clone(),
+        )
+        return self.state
+
+    @torch.no_grad()
+    def click_probabilities(self, slates: torch.Tensor) -> torch.Tensor:
+        """[B, K + 1]: each slate position's click probability, and (last column) no click's."""
+        utilities, clickable, _ = self._utilities(slates)
+        return self.behaviour.choice_probabilities(utilities, clickable)
+
+    @torch.no_grad()
+    def step(self, slates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Show each user a slate [B, K]; returns (clicks [B, K] bool, rewards [B], done [B])."""
+        state, behaviour = self.state, self.behaviour
+        if state is None:
+            raise RuntimeError("call reset(users) before step(slates)")
+        utilities, clickable, repeats = self._utilities(slates)
+        choice = behaviour.choose(utilities, clickable, self.generator)
+        clicked = choice >= 0
+        item = slates.gather(1, choice.clamp(min=0).unsqueeze(1)).squeeze(1) * clicked
+        rating = self.model.rating(state.response, item.unsqueeze(1)).squeeze(1) if self.model.has_ratings else None
+        rating_range = self.model.rating_range if self.model.has_ratings else None
+        rewards = behaviour.satisfaction(rating, rating_range, clicked)
+        active = ~state.done
+        state.patience = torch.where(active, state.patience - behaviour.patience_cost(clicked, repeats.sum(1), rating), state.patience)
+        moved = torch.cat([state.history[:, 1:], item.unsqueeze(1)], dim=1)
+        state.history = torch.where(clicked.unsqueeze(1), moved, state.history)
+        state.response = torch.where(clicked.unsqueeze(1), self.model.advance(state.response, item), state.response)
+        state.consumed[clicked, item[clicked]] = True
+        state.steps += 1
+        state.left = state.left | (active & (state.patience <= 0))
+        state.done = state.done | state.left | (state.steps >= behaviour.max_steps)
+        clicks = torch.zeros_like(slates, dtype=torch.bool).scatter_(1, choice.clamp(min=0).unsqueeze(1), clicked.unsqueeze(1))
+        return clicks, rewards, state.done.clone()
+
+    def _utilities(self, slates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Calibrated click utilities [B, K], which positions can be clicked, and which are repeats."""
+        state = self.state
+        if slates.ndim != 2 or slates.shape[0] != len(state.users) or slates.dtype != torch.long:
+            raise ValueError(f"slates must be a LongTensor [{len(state.users)}, K], got {slates.dtype} {tuple(slates.shape)}")
+        if slates.numel() and (slates.min() < 0 or slates.max() > self.num_items):
+            raise ValueError(f"slate items must be ids in 0..{self.num_items} (0 = empty position)")
+        shown = slates != 0
+        k = slates.shape[1]
+        earlier = torch.ones(k, k, dtype=torch.bool, device=slates.device).tril(-1)
+        duplicate = ((slates.unsqueeze(2) == slates.unsqueeze(1)) & earlier).any(2)
+        repeats = shown & (state.consumed.gather(1, slates) | duplicate)
+        clickable = shown & ~state.done.unsqueeze(1)
+        if self.behaviour.repeats == "forbid":
+            clickable = clickable & ~repeats
+        return self.model.calibrated_logits(state.response, slates), clickable, repeats

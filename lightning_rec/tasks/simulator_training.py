@@ -1,0 +1,198 @@
+"""SimulatorTraining: fit the response models of a training and an evaluation environment on logs.
+
+The users are split in two at random; each environment's ResponseModel is fit (from its own seed)
+on its own users only, so a policy trained in one environment is judged in another whose weights
+and data it never saw. Each validation calibrates both models by Platt scaling on half of their
+users' held-out events and reports the expected calibration error on the other half.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from lightning_rec.data.preprocess import SequenceData
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
+from lightning_rec.rl.response_model import ResponseModel
+from lightning_rec.rl.simulator import UserSimulator
+
+ENVIRONMENTS = ("train", "eval")
+
+
+def split_users(num_users: int, eval_fraction: float, seed: int) -> torch.Tensor:
+    """LongTensor[num_users]: 0 for the training environment's users, 1 for the evaluation one's."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    order = torch.randperm(num_users, generator=torch.Generator().manual_seed(seed))
+    env = torch.zeros(num_users, dtype=torch.long)
+    env[order[: max(1, round(eval_fraction * num_users))]] = 1
+    return env
+
+
+class SimulatorTraining(L.LightningModule):
+    """Trains two ResponseModels (click: observed next item vs `num_negatives` uniform negatives;
+    rating: squared error on logged ratings) through `lightning-rec fit` with a LoggedDataModule.
+
+    Logged per environment: train/<env>/click_loss, train/<env>/rating_loss, val/<env>/auc (the
+    held-out next item against the negatives), val/<env>/ece and val/<env>/ece_raw (calibrated and
+    raw click probabilities), val/<env>/rating_rmse; val/auc is their mean, to pick checkpoints by.
+    Calibration gathers one process's validation set: run it on one device.
+    """
+
+    def __init__(
+        self,
+        response_model: ResponseModel | None = None,
+        eval_fraction: float = 0.5,
+        partition_seed: int = 0,
+        train_seed: int = 1,
+        eval_seed: int = 2,
+        num_negatives: int = 4,
+        rating_weight: float = 1.0,
+        calibration_bins: int = 15,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        response_model = response_model if response_model is not None else ResponseModel()
+        self.response_models = torch.nn.ModuleList([response_model, copy.deepcopy(response_model)])  # by ENVIRONMENTS
+        self.sizes: dict | None = None  # set by build, saved in checkpoints
+
+    # -- sizing from the data ----------------------------------------------------------------------
+    def build(self, num_users: int, num_items: int, rating_range: tuple[float, float] | None, mean_rating: float, history_len: int) -> None:
+        self.sizes = {"num_users": num_users, "num_items": num_items, "rating_range": rating_range, "mean_rating": mean_rating, "history_len": history_len}
+        self.register_buffer("env_of_user", split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed))
+        for model, seed in zip(self.response_models, (self.hparams.train_seed, self.hparams.eval_seed)):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model.build(num_items, rating_range, mean_rating)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        data, split = datamodule.data, datamodule.split
+        if self.sizes is None:
+            ratings = data.ratings
+            rating_range = None if ratings is None else (float(ratings.min()), float(ratings.max()))
+            mean = 0.0 if ratings is None else float(ratings.mean())
+            self.build(data.num_users, data.num_items, rating_range, mean, datamodule.hparams.max_len)
+        self.val_rating = torch.zeros(data.num_users)
+        if data.ratings is not None:
+            self.val_rating[split.val_users] = data.ratings[data.offsets[split.val_users] + split.val_positions]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["simulator_sizes"] = self.sizes
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.sizes is None:  # loaded outside a Trainer: size from the checkpoint
+            self.build(**checkpoint["simulator_sizes"])
+
+    # -- the environments --------------------------------------------------------------------------
+    def response_model(self, name: str) -> ResponseModel:
+        if name not in ENVIRONMENTS:
+            raise ValueError(f"environment must be one of {ENVIRONMENTS}, got {name!r}")
+        return self.response_models[ENVIRONMENTS.index(name)]
+
+    def users_of(self, name: str) -> torch.Tensor:
+        return torch.nonzero(self.env_of_user == ENVIRONMENTS.index(name)).squeeze(1).cpu()
+
+    def environment(self, name: str, data: SequenceData, train_end: torch.Tensor, behaviour: UserBehaviour, seed: int = 0) -> UserSimulator:
+        """The "train" or "eval" UserSimulator over `data` (the data this simulator was fit on)."""
+        if data.num_users != self.sizes["num_users"] or data.num_items != self.sizes["num_items"]:
+            raise ValueError(
+                f"the simulator was fit on {self.sizes['num_users']} users x {self.sizes['num_items']} items, "
+                f"the data has {data.num_users} x {data.num_items}: use the same data configuration"
+            )
+        return UserSimulator(self.response_model(name), behaviour, data, train_end, self.users_of(name), self.sizes["history_len"], seed)
+
+    # -- training ----------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        env = self.env_of_user[batch["user"]]
+        total = 0.0
+        for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
+            rows = env == index
+            if not rows.any():
+                continue
+            click_loss, rating_loss = self._losses(model, batch, rows)
+            self.log(f"train/{name}/click_loss", click_loss)
+            total = total + click_loss
+            if rating_loss is not None:
+                self.log(f"train/{name}/rating_loss", rating_loss)
+                total = total + self.hparams.rating_weight * rating_loss
+        return total
+
+    def _losses(self, model: ResponseModel, batch: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        target = batch["target"][rows]
+        valid = target != 0
+        state = model.encode(batch["input"][rows])[valid]
+        positive = target[valid]
+        negative = torch.randint(1, model.num_items + 1, (len(positive), self.hparams.num_negatives), device=self.device)
+        logits = model.click_logits(state, torch.cat([positive.unsqueeze(1), negative], dim=1))
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        weight = torch.cat([torch.ones_like(logits[:, :1]), (negative != positive.unsqueeze(1)).float()], dim=1)
+        click_loss = F.binary_cross_entropy_with_logits(logits, labels, weight, reduction="sum") / weight.sum()
+        if not model.has_ratings or "rating" not in batch:
+            return click_loss, None
+        rating = batch["rating"][rows][valid]
+        return click_loss, F.mse_loss(model.rating_estimate(state, positive.unsqueeze(1)).squeeze(1), rating)
+
+    # -- validation: ranking quality, calibration, rating error --------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.val_generator = torch.Generator().manual_seed(0)  # the same negatives every validation
+        self.val_outputs = {name: [] for name in ENVIRONMENTS}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        env = self.env_of_user[batch["user"]]
+        for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
+            rows = env == index
+            if not rows.any():
+                continue
+            users, target = batch["user"][rows], batch["target"][rows]
+            state = model.encode(batch["input"][rows])[:, -1]
+            negative = torch.randint(1, model.num_items + 1, (len(target), self.hparams.num_negatives), generator=self.val_generator)
+            negative = negative.to(self.device)
+            output = {
+                "users": users,
+                "logits": model.click_logits(state, torch.cat([target.unsqueeze(1), negative], dim=1)),
+                "distinct": negative != target.unsqueeze(1),
+            }
+            if model.has_ratings:
+                output["rating_error"] = model.rating(state, target.unsqueeze(1)).squeeze(1) - self.val_rating.to(self.device)[users]
+            self.val_outputs[name].append(output)
+
+    def on_validation_epoch_end(self) -> None:
+        summaries = [self._calibrate(name) for name in ENVIRONMENTS if self.val_outputs[name]]
+        if summaries:
+            self.log("val/auc", sum(s["auc"] for s in summaries) / len(summaries))
+
+    def _calibrate(self, name: str) -> dict[str, float]:
+        """Fit Platt scaling on even users, measure ECE on odd users; log and keep the calibration."""
+        outputs = {key: torch.cat([o[key] for o in self.val_outputs[name]]) for key in self.val_outputs[name][0]}
+        logits, distinct = outputs["logits"].float().cpu(), outputs["distinct"].cpu()
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        keep = torch.cat([torch.ones_like(distinct[:, :1]), distinct], dim=1)
+        fit = (outputs["users"].cpu() % 2 == 0).unsqueeze(1) & keep
+        held_out = (outputs["users"].cpu() % 2 == 1).unsqueeze(1) & keep
+        if not held_out.any() or not fit.any():  # too few users to hold any out: fit and report on all
+            fit = held_out = keep
+        scale, shift = fit_platt(logits[fit], labels[fit])
+        model = self.response_model(name)
+        model.calibration.copy_(torch.tensor([scale, shift]))
+        bins = self.hparams.calibration_bins
+        summary = {
+            "auc": float(((logits[:, :1] > logits[:, 1:]) | ~distinct).float().mean()),
+            "ece": expected_calibration_error(torch.sigmoid(scale * logits[held_out] + shift), labels[held_out], bins),
+            "ece_raw": expected_calibration_error(torch.sigmoid(logits[held_out]), labels[held_out], bins),
+        }
+        if "rating_error" in outputs:
+            summary["rating_rmse"] = float(outputs["rating_error"].pow(2).mean().sqrt())
+        self.log_dict({f"val/{name}/{key}": value for key, value in summary.items()})
+        return summary
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,214 @@
+"""The user simulator: logged windows, response model training and calibration, environment invariants."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from lightning_rec.data.datasets import training_windows
+from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
+from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
+from lightning_rec.tasks.simulator_training import SimulatorTraining, split_users
+
+
+def fit_simulator(source, tmp_path, epochs: int = 40) -> tuple[SimulatorTraining, LoggedDataModule, str]:
+    dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
+    L.seed_everything(0)
+    module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, check_val_every_n_epoch=10
+    )
+    trainer.fit(module, dm)
+    path = str(tmp_path / "simulator.ckpt")
+    trainer.save_checkpoint(path)
+    return module, dm, path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, chain_csv):
+    from lightning_rec.data.sources import InteractionFile
+
+    source = InteractionFile(chain_csv, rating_col="rating")
+    module, dm, path = fit_simulator(source, tmp_path_factory.mktemp("sim"))
+    return module, dm, path
+
+
+def test_logged_windows_are_the_training_windows_with_their_users_and_ratings(fitted):
+    _, dm, _ = fitted
+    batch = dm.train_dataloader().dataset.__getitems__(list(range(len(dm.train_dataloader().dataset))))
+    windows = training_windows(dm.data, dm.split.train_end, 8)
+    assert sorted(map(tuple, torch.cat([batch["input"], batch["target"][:, -1:]], 1).tolist())) == sorted(map(tuple, windows.tolist()))
+    # each window is the user's events just before its end, and its ratings are those events' ratings
+    for row in range(len(batch["user"])):
+        user, end = int(batch["user"][row]), int(batch["end"][row])
+        events = slice(int(dm.data.offsets[user]), int(dm.data.offsets[user]) + end)
+        assert batch["target"][row, -1] == dm.data.items[events][-1]
+        assert batch["rating"][row, -1] == dm.data.ratings[events][-1]
+    assert (batch["rating"][batch["target"] == 0] == 0).all()
+
+
+def test_users_are_split_into_two_disjoint_reproducible_halves():
+    env = split_users(100, 0.3, seed=4)
+    assert env.sum() == 30 and torch.equal(env, split_users(100, 0.3, seed=4))
+    assert not torch.equal(env, split_users(100, 0.3, seed=5))
+    with pytest.raises(ValueError, match="eval_fraction"):
+        split_users(10, 1.0, seed=0)
+
+
+def test_simulator_learns_the_chain_and_calibrates(fitted):
+    module, _, _ = fitted
+    metrics = module.trainer.callback_metrics
+    assert metrics["val/train/auc"] > 0.9 and metrics["val/eval/auc"] > 0.9
+    for env in ("train", "eval"):
+        assert 0 <= metrics[f"val/{env}/ece"] < 0.1
+        assert metrics[f"val/{env}/rating_rmse"] < 2.5
+    # the two environments are different models: disjoint users, different initial weights
+    train, evaluate = module.response_model("train"), module.response_model("eval")
+    assert not torch.equal(train.items.weight, evaluate.items.weight)
+    assert set(module.users_of("train").tolist()).isdisjoint(module.users_of("eval").tolist())
+
+
+def test_ece_and_platt_scaling():
+    probs = torch.tensor([0.1, 0.1, 0.9, 0.9])
+    assert expected_calibration_error(probs, torch.tensor([0.0, 0.0, 1.0, 1.0]), bins=10) == pytest.approx(0.1)
+    assert expected_calibration_error(probs, torch.tensor([1.0, 1.0, 0.0, 0.0]), bins=10) == pytest.approx(0.9)
+    torch.manual_seed(0)
+    logits = torch.randn(20000) * 2
+    labels = torch.bernoulli(torch.sigmoid(0.5 * logits - 1.0))
+    scale, shift = fit_platt(logits, labels)
+    assert scale == pytest.approx(0.5, abs=0.05) and shift == pytest.approx(-1.0, abs=0.05)
+
+
+def environment(fitted, name: str = "train", **behaviour):
+    module, dm, path = fitted
+    loaded = SimulatorTraining.load_from_checkpoint(path, weights_only=False)
+    return loaded.environment(name, dm.data, dm.split.train_end, UserBehaviour(**behaviour), seed=0), dm
+
+
+def test_loaded_checkpoint_gives_the_same_environments(fitted):
+    module, dm, _ = fitted
+    env, _ = environment(fitted, "eval")
+    assert torch.equal(env.users, module.users_of("eval"))
+    torch.testing.assert_close(env.model.calibration, module.response_model("eval").calibration)
+    with pytest.raises(ValueError, match="environment must be one of"):
+        module.environment("test", dm.data, dm.split.train_end, UserBehaviour())
+
+
+def test_reset_starts_from_the_logged_history(fitted):
+    env, dm = environment(fitted)
+    users = env.users[:5]
+    positions = torch.tensor([2, 3, 4, 5, 6])
+    state = env.reset(users, positions)
+    for row, (user, position) in enumerate(zip(users.tolist(), positions.tolist())):
+        logged = dm.data.user_history(user)[:position]
+        assert set(torch.nonzero(state.consumed[row]).squeeze(1).tolist()) == set(logged.tolist())
+        assert state.history[row, -position:].tolist() == logged[-8:].tolist()[-position:]
+    default = env.reset(users)
+    assert default.consumed.sum(1).tolist() == [len(set(dm.data.user_history(u)[: dm.split.train_end[u]].tolist())) for u in users.tolist()]
+    other = fitted[0].users_of("eval")[:1]
+    with pytest.raises(ValueError, match="not simulated by this environment"):
+        env.reset(other)
+
+
+def test_click_probabilities_are_probabilities(fitted):
+    env, dm = environment(fitted)
+    state = env.reset(env.users)
+    slates = torch.randint(0, dm.data.num_items + 1, (len(env.users), 5))
+    probs = env.click_probabilities(slates)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(env.users)))
+    alone = env.model.click_probability(state.response, slates)
+    assert ((alone >= 0) & (alone <= 1)).all()
+    # one new item alone is clicked with exactly its calibrated click probability
+    fresh = (~state.consumed[:, 1:]).float().argmax(1, keepdim=True) + 1
+    torch.testing.assert_close(env.click_probabilities(fresh)[:, 0], env.model.click_probability(state.response, fresh)[:, 0])
+
+
+def test_the_chain_successor_is_clicked_far_more_than_a_random_item(fitted):
+    env, dm = environment(fitted)
+    state = env.reset(env.users)
+    last = state.history[:, -1]
+    successor = last % dm.data.num_items + 1
+    far = (last + dm.data.num_items // 2 - 1) % dm.data.num_items + 1
+    probs = env.model.click_probability(state.response, torch.stack([successor, far], 1))
+    assert probs[:, 0].mean() > 0.5 > 0.1 > probs[:, 1].mean()
+
+
+def test_ignored_slates_end_the_episode_and_nothing_happens_after(fitted):
+    env, _ = environment(fitted, initial_patience=2.0, ignore_cost=1.0, max_steps=50)
+    state = env.reset(env.users)
+    empty = torch.zeros(len(env.users), 4, dtype=torch.long)
+    env.step(empty)
+    assert not state.done.any()
+    clicks, rewards, done = env.step(empty)
+    assert done.all() and state.left.all() and not clicks.any() and (rewards == 0).all()
+    # a finished user can be shown anything: no click, no reward, nothing consumed, still done
+    consumed = state.consumed.clone()
+    clicks, rewards, done = env.step(torch.randint(1, env.num_items + 1, (len(env.users), 4)))
+    assert done.all() and not clicks.any() and (rewards == 0).all() and torch.equal(state.consumed, consumed)
+
+
+def test_forbid_mode_repeats_earn_nothing_and_cost_patience_allow_mode_clicks_them(fitted):
+    env, _ = environment(fitted, repeats="forbid", initial_patience=100.0, ignore_cost=1.0, repeat_cost=0.5, max_steps=50)
+    state = env.reset(env.users)
+    consumed = state.history[:, -3:]  # three items each user has consumed
+    for _ in range(5):
+        clicks, rewards, _ = env.step(consumed)
+        assert not clicks.any() and (rewards == 0).all()
+    torch.testing.assert_close(state.patience, torch.full_like(state.patience, 100.0 - 5 * (1.0 + 3 * 0.5)))
+    duplicates = torch.stack([state.history[:, -1]] * 2, 1)  # any item twice in one slate is a repeat too
+    assert env._utilities(duplicates)[2].all()
+    allowing, _ = environment(fitted, repeats="allow", initial_patience=100.0, max_steps=50)
+    state = allowing.reset(allowing.users)
+    total = 0.0
+    for _ in range(5):
+        clicks, rewards, _ = allowing.step(state.history[:, -3:].clone())
+        total += float(rewards.sum())
+    assert total > 0
+
+
+def test_clicks_are_consumed_rewarded_by_rating_and_sessions_end_at_max_steps(fitted):
+    env, dm = environment(fitted, initial_patience=100.0, max_steps=3, satisfied_rating=0.0)
+    state = env.reset(env.users)
+    for step in range(3):
+        slates = (state.history[:, -1:] % dm.data.num_items + 1 + torch.arange(3)) % dm.data.num_items + 1
+        clicks, rewards, done = env.step(slates)
+        assert (clicks.sum(1) <= 1).all() and clicks.any()
+        item = (slates * clicks).sum(1)
+        clicked = item > 0
+        assert state.consumed[clicked, item[clicked]].all() and torch.equal(state.history[clicked, -1], item[clicked])
+        assert ((rewards > 0) <= clicked).all() and (rewards <= 1).all()
+        assert done.all() == (step == 2)
+    assert not state.left.any()
+
+
+def test_bad_slates_are_clear_errors(fitted):
+    env, _ = environment(fitted)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(torch.zeros(1, 2, dtype=torch.long))
+    env.reset(env.users[:2])
+    with pytest.raises(ValueError, match="LongTensor"):
+        env.step(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="item"):
+        env.step(torch.full((2, 2), env.num_items + 1))
+
+
+def test_gym_wrapper_passes_the_gymnasium_checker_and_plays_an_episode(fitted):
+    from gymnasium.utils.env_checker import check_env
+
+    from lightning_rec.rl.gym_env import SimulatedUserEnv
+
+    env, _ = environment(fitted, max_steps=5, initial_patience=2.0)
+    gym_env = SimulatedUserEnv(env, slate_size=3)
+    check_env(gym_env, skip_render_check=True)
+    user = int(env.users[0])
+    observation, info = gym_env.reset(seed=0, options={"user": user})
+    assert info["user"] == user and gym_env.observation_space.contains(observation)
+    steps, over = 0, False
+    while not over:
+        observation, reward, terminated, truncated, info = gym_env.step(np.zeros(3, dtype=np.int64))
+        steps, over = steps + 1, terminated or truncated
+        assert reward == 0 and not info["clicks"].any()
+    assert terminated and steps == 2  # two ignored slates use up a patience of 2
