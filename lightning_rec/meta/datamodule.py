@@ -1,0 +1,175 @@
+"""MetaDataModule: the shared SequenceDataModule, with users split into meta-train, validation and
+test users and into segments, serving batches of meta-learning tasks instead of windows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_rec.data.datamodule import SequenceDataModule
+from lightning_rec.data.errors import DataError
+from lightning_rec.meta.kmeans import kmeans
+from lightning_rec.meta.tasks import ColdStartTaskDataset, Segments, SegmentTaskDataset, TaskBatch, cold_start_tasks, segment_tasks
+from lightning_rec.meta.users import encoder_states, genre_taste
+
+
+class FixedTaskDataset(Dataset):
+    """Tasks built once (evaluation): a batch of indices selects rows of every tensor."""
+
+    def __init__(self, tasks: TaskBatch):
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitems__(self, indices: list[int]) -> TaskBatch:
+        idx = torch.as_tensor(indices)
+        t = self.tasks
+        return TaskBatch(t.support_input[idx], t.support_target[idx], t.query_input[idx], t.query_history[idx], t.query_target[idx], t.name)
+
+
+class OnlineReplayDataset(Dataset):
+    """Users replayed event by event: a batch is one cold-start TaskBatch per time step t (support =
+    the first t events, query = event t), for t = start .. start + horizon - 1."""
+
+    def __init__(self, data, users: torch.Tensor, start: int, horizon: int):
+        self.data, self.users = data, users[data.lengths[users] > start]
+        self.start, self.horizon = start, horizon
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitems__(self, indices: list[int]) -> list[TaskBatch]:
+        users = self.users[torch.as_tensor(indices)]
+        max_k = self.start + self.horizon - 1
+        return [
+            cold_start_tasks(self.data, users, torch.full((len(users),), t), 1, max_k, f"online/{t}")
+            for t in range(self.start, self.start + self.horizon)
+        ]
+
+
+class MetaDataModule(SequenceDataModule):
+    """Meta-learning tasks over one dataset (all SequenceDataModule arguments apply).
+
+    Users are clustered into `num_segments` segments (k-means of the pretrained encoder's user
+    states, or of genre taste); `held_out_segments` of them are never trained on and make the
+    segment meta-test. The other users are split into meta-train, validation and test users; the
+    latter two only ever appear as cold-start tasks (first k events known, the next `num_query` to
+    predict). Training batches are {"cold_start": TaskBatch, "segment": TaskBatch} (a kind is left
+    out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
+    `test_ks`, then the held-out segments; predict is the online replay of the test users.
+    """
+
+    def __init__(
+        self,
+        segment_by: Literal["encoder", "genre"] = "genre",
+        encoder_checkpoint: str | None = None,
+        num_segments: int = 8,
+        held_out_segments: int = 2,
+        val_fraction_users: float = 0.1,
+        test_fraction_users: float = 0.2,
+        train_ks: list[int] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        test_ks: list[int] = [1, 3, 5, 10],
+        val_k: int = 5,
+        num_query: int = 10,
+        tasks_per_batch: int = 16,
+        eval_tasks_per_batch: int = 64,
+        segment_tasks_per_epoch: int = 0,
+        support_windows: int = 8,
+        segment_window: int = 50,
+        segment_query: int = 32,
+        online_start: int = 1,
+        online_horizon: int = 20,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.save_hyperparameters(ignore=["source"])
+        if segment_by == "encoder" and encoder_checkpoint is None:
+            raise ValueError("segment_by='encoder' needs encoder_checkpoint (a SequentialRecommender checkpoint)")
+        if not 0 <= held_out_segments < num_segments:
+            raise ValueError(f"held_out_segments={held_out_segments} must be in [0, num_segments={num_segments})")
+        if not (0 < val_fraction_users and 0 < test_fraction_users and val_fraction_users + test_fraction_users < 1):
+            raise ValueError(f"user fractions must be positive with a sum < 1, got {val_fraction_users}, {test_fraction_users}")
+        self.max_k = max([*train_ks, *test_ks, val_k])
+        self.users: dict[str, torch.Tensor] | None = None
+
+    # -- who is in which part --------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.users is not None:
+            return
+        hp, generator = self.hparams, torch.Generator().manual_seed(self.hparams.seed)
+        eligible = torch.nonzero(self.split.train_end >= 2).squeeze(1)
+        if len(eligible) < hp.num_segments:
+            raise DataError(f"only {len(eligible)} users have 2 or more training events; need at least num_segments={hp.num_segments}")
+        self.assignment = torch.full((self.data.num_users,), -1, dtype=torch.long)
+        self.assignment[eligible] = kmeans(self.user_representations()[eligible], hp.num_segments, seed=hp.seed)[0]
+        order = torch.randperm(hp.num_segments, generator=generator)
+        self.held_out, self.train_segments = order[: hp.held_out_segments], order[hp.held_out_segments :]
+        in_held_out = torch.isin(self.assignment[eligible], self.held_out)
+        rest = eligible[~in_held_out][torch.randperm(int((~in_held_out).sum()), generator=generator)]
+        n_val, n_test = int(len(rest) * hp.val_fraction_users), int(len(rest) * hp.test_fraction_users)
+        self.users = {"val": rest[:n_val], "test": rest[n_val : n_val + n_test], "train": rest[n_val + n_test :], "held_out": eligible[in_held_out]}
+        for part, users in self.users.items():
+            if len(users) == 0 and (part != "held_out" or hp.held_out_segments > 0):
+                raise DataError(f"no {part} users: {len(eligible)} eligible users are too few for the requested split")
+
+    def user_representations(self) -> torch.Tensor:
+        if self.hparams.segment_by == "genre":
+            return genre_taste(self.data, self.split.train_end)
+        from lightning_rec.tasks.recommender import SequentialRecommender
+
+        recommender = SequentialRecommender.load_from_checkpoint(self.hparams.encoder_checkpoint, map_location="cpu")
+        states = encoder_states(recommender, self.data, self.split.train_end, self.hparams.segment_window)
+        return torch.nn.functional.normalize(states, dim=1)
+
+    # -- loaders ---------------------------------------------------------------------------------
+    def train_dataloader(self) -> dict[str, DataLoader]:
+        hp = self.hparams
+        loaders = {"cold_start": self._tasks(ColdStartTaskDataset(self.data, self.users["train"], hp.train_ks, hp.num_query, self.max_k), shuffle=True)}
+        if hp.segment_tasks_per_epoch > 0:
+            segments = Segments(self.assignment, self.users["train"])
+            dataset = SegmentTaskDataset(self.data, self.split.train_end, segments, self.train_segments, hp.segment_tasks_per_epoch, hp.support_windows, hp.segment_query, hp.segment_window)
+            loaders["segment"] = self._tasks(dataset, shuffle=False)
+        return loaders
+
+    def val_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        dataset = ColdStartTaskDataset(self.data, self.users["val"], [hp.val_k], hp.num_query, self.max_k, f"cold_start/k{hp.val_k}")
+        return self._tasks(dataset, eval=True)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        hp = self.hparams
+        loaders = [
+            self._tasks(ColdStartTaskDataset(self.data, self.users["test"], [k], hp.num_query, self.max_k, f"cold_start/k{k}"), eval=True)
+            for k in hp.test_ks
+        ]
+        if hp.held_out_segments > 0:
+            loaders.append(self._tasks(FixedTaskDataset(self.held_out_segment_tasks()), eval=True))
+        return loaders
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset = OnlineReplayDataset(self.data, self.users["test"], self.hparams.online_start, self.hparams.online_horizon)
+        return self._tasks(dataset, eval=True)
+
+    def held_out_segment_tasks(self) -> TaskBatch:
+        """One task per held-out segment: support = `support_windows` of its users' most recent
+        training windows, query = every member's test event (rows padded with user -1)."""
+        hp = self.hparams
+        generator = torch.Generator().manual_seed(hp.seed + 1)
+        segments = Segments(self.assignment, self.users["held_out"])
+        support_users = segments.sample(self.held_out, hp.support_windows, generator)
+        members = [segments.members[segments.first[s] : segments.first[s] + segments.counts[s]] for s in self.held_out.tolist()]
+        query_users = torch.nn.utils.rnn.pad_sequence(members, batch_first=True, padding_value=-1)
+        test_position = torch.zeros(self.data.num_users, dtype=torch.long)
+        test_position[self.split.test_users] = self.split.test_positions
+        query_positions = torch.where(query_users >= 0, test_position[query_users.clamp(min=0)], 1)
+        query_users = torch.where(query_positions > 0, query_users, -1)  # users without a test event
+        return segment_tasks(self.data, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), hp.segment_window, "segment/held_out")
+
+    def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False) -> DataLoader:
+        size = self.hparams.eval_tasks_per_batch if eval else self.hparams.tasks_per_batch
+        return self._loader(dataset, min(size, max(len(dataset), 1)), shuffle=shuffle)

@@ -1,0 +1,72 @@
+"""The network the meta-learner adapts: a pretrained recommender plus an optional state head,
+with one `forward` that torch.func can call with any set of (batched) parameters."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_rec.meta.heads import StateHead
+
+Adapt = Literal["all", "top_layers", "head"]
+
+
+class AdaptivePolicy(nn.Module):
+    """`recommender` (a built SequentialRecommender) with `head` applied to its user states.
+
+    forward(input, target) is the next-item cross-entropy over all items: at every position with a
+    non-zero target when target is [B, L], at the last position only when it is [B] (summed over
+    non-zero targets, divided by their count: rows without targets give 0, not NaN, and no shape
+    depends on the data, so it runs under vmap). forward(input, history=...) scores all items for
+    the next item, as `SequentialRecommender.score` does, plus the head.
+    """
+
+    def __init__(self, recommender: nn.Module, head: StateHead | None = None):
+        super().__init__()
+        self.recommender, self.head = recommender, head
+        if head is not None and not head.is_built:
+            head.build(recommender.sequence_encoder.dim)
+
+    def states(self, input: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        state = self.recommender.encode(input, items)
+        return state if self.head is None else self.head(state)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None) -> torch.Tensor:
+        items = self.recommender.item_encoder()
+        if target is not None:
+            states = self.states(input, items)
+            logits = (states if target.ndim == input.ndim else states[:, -1]) @ items.T
+            logits = logits.masked_fill(torch.arange(items.shape[0], device=logits.device) == 0, -math.inf)
+            loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=0, reduction="sum")
+            return loss / (target != 0).sum().clamp(min=1)
+        input = self.recommender.objective.prepare_inference(input)
+        scores = self.states(input, items)[:, -1] @ items.T
+        empty = (input != 0).sum(1) == 0
+        scores = torch.where(empty.unsqueeze(1), self.recommender.popularity.to(scores.dtype), scores)
+        scores = scores.masked_fill(torch.arange(items.shape[0], device=scores.device) == 0, -math.inf)
+        if history is not None and self.recommender.hparams.mask_history:
+            scores = scores.scatter(1, history, -math.inf)
+        return scores
+
+    def adapted_names(self, adapt: Adapt, num_top_layers: int = 1) -> list[str]:
+        """Names of the parameters the inner loop changes: every one, the top transformer blocks
+        (plus the final norm and the head), or the head alone."""
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        if adapt == "all":
+            return names
+        if self.head is None and adapt == "head":
+            raise ValueError("adapt='head' needs a head (UserHead or Adapter)")
+        prefixes = ["head."]
+        if adapt == "top_layers":
+            encoder = self.recommender.sequence_encoder
+            blocks = getattr(encoder, "blocks", None)
+            if blocks is None or not 1 <= num_top_layers <= len(blocks):
+                raise ValueError(f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} `blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}")
+            first = len(blocks) - num_top_layers
+            prefixes += [f"recommender.sequence_encoder.blocks.{i}." for i in range(first, len(blocks))]
+            prefixes += ["recommender.sequence_encoder.norm."]
+        return [n for n in names if any(n.startswith(p) for p in prefixes)]

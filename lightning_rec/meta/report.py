@@ -1,0 +1,69 @@
+"""Meta-test and online-replay reports: a table, a PNG of curves, and the same to W&B if in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """One row per task set: NDCG@10 before adaptation and after `steps` inner steps, from the
+    plain pretrained start and from the meta-learned start, and the ratio of the two adapted ones.
+    `curves` has columns tasks, start ("plain" | "meta"), step, ndcg@10."""
+    wide = curves.pivot_table(index=["tasks", "step"], columns="start", values="ndcg@10").reset_index()
+    before, after = wide[wide.step == 0].set_index("tasks"), wide[wide.step == steps].set_index("tasks")
+    table = pd.DataFrame(
+        {
+            "plain_before": before["plain"],
+            "meta_before": before["meta"],
+            "plain_adapted": after["plain"],
+            "meta_adapted": after["meta"],
+        }
+    )
+    table["meta_vs_plain_adapted"] = table.meta_adapted / table.plain_adapted
+    return table.reset_index()
+
+
+def plot_curves(frame: pd.DataFrame, x: str, y: str, panel: str, line: str, path: Path, xlabel: str, title: str) -> None:
+    """One panel per value of `panel`, one line per value of `line`, `y` against `x`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(frame[panel]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False, sharey=False)
+    for ax, name in zip(axes[0], panels):
+        for label, group in frame[frame[panel] == name].groupby(line, sort=False):
+            ax.plot(group[x], group[y], marker="o", markersize=3, label=str(label))
+        ax.set_title(str(name), fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(y)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table, floats to 4 decimals."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
+def publish(logger, directory: Path, tables: dict[str, pd.DataFrame], images: dict[str, Path]) -> None:
+    """Write tables as CSV and Markdown under `directory`; send tables and images to W&B when the
+    run logs there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(directory / f"{name}.csv", index=False)
+        (directory / f"{name}.md").write_text(markdown(table))
+    if type(logger).__name__ == "WandbLogger":
+        for name, table in tables.items():
+            logger.log_table(key=f"meta/{name}", dataframe=table)
+        for name, path in images.items():
+            logger.log_image(key=f"meta/{name}", images=[str(path)])

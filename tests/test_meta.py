@@ -1,0 +1,293 @@
+"""Meta-learning: tasks, k-means segments, the functional inner loop, FOMAML/Reptile updates checked
+against hand-computed ones, and meta-training that beats the plain start on structured data."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_rec.data import ItemCatalog
+from lightning_rec.data.datasets import keep_batch
+from lightning_rec.data.errors import DataError
+from lightning_rec.data.preprocess import PreprocessOptions, load_or_build
+from lightning_rec.data.sources import InteractionFile
+from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
+from lightning_rec.meta import (
+    FOMAML,
+    AdaptivePolicy,
+    Adapter,
+    InnerLoop,
+    MetaDataModule,
+    Reptile,
+    TaskBatch,
+    UserHead,
+    cold_start_tasks,
+    kmeans,
+    segment_tasks,
+)
+from lightning_rec.meta.tasks import Segments
+from lightning_rec.meta.users import genre_taste
+from lightning_rec.tasks import SequentialRecommender
+from lightning_rec.tasks.meta import MetaPolicyOptimizer
+
+
+def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, seed: int = 0) -> InteractionFile:
+    """Each user consumes items of one genre only (random order, 12 to 24 events): which genre is a
+    user's is only known from their own events, the structure meta-learning can exploit."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        group = rng.integers(groups)
+        for t in range(rng.integers(12, 25)):
+            rows.append((f"u{user}", int(group * per_group + rng.integers(per_group)) + 1, t))
+    pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(path, index=False)
+    item_path = str(path).replace(".csv", "_items.csv")
+    pd.DataFrame({"item": np.arange(1, groups * per_group + 1), "genres": [f"g{i // per_group}|all" for i in range(groups * per_group)]}).to_csv(item_path, index=False)
+    return InteractionFile(str(path), item_path=item_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second OpenMP thread only adds synchronisation, which costs 10-50x
+    when the cores are shared with other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def groups_source(tmp_path_factory) -> InteractionFile:
+    return write_group_dataset(tmp_path_factory.mktemp("meta") / "groups.csv")
+
+
+def tiny_recommender(num_items: int = 12, dim: int = 8, layers: int = 2, max_len: int = 12, seed: int = 0) -> SequentialRecommender:
+    torch.manual_seed(seed)
+    model = SequentialRecommender(IDItemEncoder(dim, init_std=0.3), TransformerEncoder(dim, layers, 2, max_len=max_len, dropout=0.0))
+    model.build(ItemCatalog(num_items, None, torch.arange(num_items + 1, dtype=torch.float)))
+    return model
+
+
+def random_tasks(num_tasks: int = 3, num_items: int = 12, seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    support_input = torch.randint(1, num_items + 1, (num_tasks, 2, 5), generator=g)
+    support_input[:, :, :2] = 0
+    support_target = torch.randint(1, num_items + 1, (num_tasks, 2, 5), generator=g) * (support_input != 0)
+    query_input = torch.randint(1, num_items + 1, (num_tasks, 4, 6), generator=g)
+    return TaskBatch(support_input, support_target, query_input, query_input, torch.randint(1, num_items + 1, (num_tasks, 4), generator=g))
+
+
+# -- segments and tasks ----------------------------------------------------------------------------
+def test_kmeans_recovers_separated_clusters_and_never_leaves_one_empty():
+    torch.manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = torch.arange(3).repeat_interleave(30)
+    assignment, centroids = kmeans(centres[truth] + 0.3 * torch.randn(90, 2), 3, seed=1)
+    pairs = set(zip(truth.tolist(), assignment.tolist()))
+    assert len(pairs) == 3  # a one-to-one map between true clusters and found ones
+    assert torch.cdist(centroids, centres).min(1).values.max() < 0.5
+    duplicates = torch.zeros(5, 2)  # 5 identical points into 3 clusters: still 3 non-empty ones
+    assert torch.bincount(kmeans(duplicates, 3)[0], minlength=3).min() >= 1
+    with pytest.raises(ValueError, match="num_clusters"):
+        kmeans(duplicates, 6)
+
+
+def test_cold_start_tasks_support_the_first_k_events_and_query_the_next(groups_source):
+    data = load_or_build(groups_source, PreprocessOptions(), None)
+    user = int(torch.nonzero(data.lengths >= 15)[0])
+    events = data.user_history(user)
+    tasks = cold_start_tasks(data, torch.tensor([user, user]), torch.tensor([1, 3]), num_query=4, max_k=5)
+    assert tasks.support_input.shape == (2, 1, 5) and tasks.query_input.shape == (2, 4, 8)
+    # k=3: the first event is predicted from an empty context, the next two from the events before
+    assert tasks.support_target[1, 0].tolist() == [0, 0] + events[:3].tolist()
+    assert tasks.support_input[1, 0].tolist() == [0, 0, 0] + events[:2].tolist()
+    assert tasks.support_target[0, 0].tolist() == [0, 0, 0, 0, events[0].item()]
+    # query row j predicts event k + j from every event before it, which it also masks
+    assert tasks.query_target[1].tolist() == events[3:7].tolist()
+    assert tasks.query_input[1, 2].tolist() == [0, 0, 0] + events[:5].tolist()
+    assert torch.equal(tasks.query_history, tasks.query_input)
+    short = int(torch.nonzero(data.lengths < 15)[0])  # rows past a user's last event are empty
+    tail = cold_start_tasks(data, torch.tensor([short]), torch.tensor([5]), num_query=20, max_k=5).query_target[0]
+    assert (tail[: data.lengths[short] - 5] != 0).all() and (tail[data.lengths[short] - 5 :] == 0).all()
+    with pytest.raises(ValueError, match="k must be in"):
+        cold_start_tasks(data, torch.tensor([user]), torch.tensor([6]), 4, 5)
+
+
+def test_segment_tasks_and_sampling_stay_inside_the_segment(groups_source):
+    data = load_or_build(groups_source, PreprocessOptions(), None)
+    assignment = torch.arange(data.num_users) % 3
+    segments = Segments(assignment, torch.arange(data.num_users)[assignment != 2])  # segment 2 held out
+    drawn = segments.sample(torch.tensor([0, 1, 1]), 50, torch.Generator().manual_seed(0))
+    assert (assignment[drawn] == torch.tensor([0, 1, 1]).unsqueeze(1)).all()
+    with pytest.raises(ValueError, match="empty segment"):
+        segments.sample(torch.tensor([2]), 1)
+    users = torch.tensor([[0, 1]])
+    tasks = segment_tasks(data, users, torch.tensor([[4, 5]]), torch.tensor([[2, -1]]), torch.tensor([[6, 1]]), window=3)
+    events = data.user_history(1)
+    assert tasks.support_input[0, 1].tolist() == events[1:4].tolist() and tasks.support_target[0, 1].tolist() == events[2:5].tolist()
+    assert tasks.query_target[0].tolist() == [data.user_history(2)[6].item(), 0]  # user -1 is a padding row
+    assert tasks.query_history[0, 0].tolist() == data.user_history(2)[:6].tolist()
+
+
+def test_genre_taste_is_each_users_share_of_genres(groups_source):
+    data = load_or_build(groups_source, PreprocessOptions(), None)
+    taste = genre_taste(data, data.lengths)
+    assert torch.allclose(taste.sum(1), torch.ones(data.num_users))
+    assert torch.allclose(taste.max(1).values, torch.full((data.num_users,), 0.5))  # "gX|all": half each
+    data.item_info = data.item_info.drop(columns=["genres"])
+    with pytest.raises(DataError, match="genres"):
+        genre_taste(data, data.lengths)
+
+
+def test_datamodule_keeps_held_out_segments_and_evaluation_users_out_of_meta_training(groups_source):
+    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2], test_ks=[1, 3], val_k=2, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=4, support_windows=3, segment_window=4, segment_query=5)
+    dm.setup()
+    parts = {name: set(users.tolist()) for name, users in dm.users.items()}
+    assert sum(map(len, parts.values())) == len(set().union(*parts.values()))  # disjoint
+    assert set(dm.assignment[dm.users["held_out"]].tolist()) == set(dm.held_out.tolist())
+    taste_group = genre_taste(dm.data, dm.split.train_end).argmax(1)  # genre segments recover the groups
+    assert len(set(zip(taste_group.tolist(), dm.assignment.tolist()))) == 4
+    batch = next(iter(dm.train_dataloader()["cold_start"]))
+    starts = dm.data.offsets[dm.users["train"]]
+    assert set(batch.support_target[batch.support_target != 0].tolist()) <= set(dm.data.items.tolist())
+    assert len(batch) == 8 and batch.support_input.shape[-1] == 3
+    segment_batch = next(iter(dm.train_dataloader()["segment"]))
+    assert segment_batch.support_input.shape == (4, 3, 4) and segment_batch.query_input.shape == (4, 5, 4)
+    held_out = dm.held_out_segment_tasks()
+    assert len(held_out) == 1 and (held_out.query_target != 0).sum() == len(dm.users["held_out"])
+    assert len(dm.test_dataloader()) == 3 and starts.numel() > 0
+
+
+# -- the policy and the inner loop -----------------------------------------------------------------
+@pytest.mark.parametrize("head", [None, UserHead(), Adapter(4)])
+def test_a_fresh_head_scores_exactly_like_the_recommender(head):
+    recommender = tiny_recommender().eval()
+    policy = AdaptivePolicy(recommender, head).eval()
+    input = torch.tensor([[0, 0, 3, 4], [0, 0, 0, 0]])
+    history = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]])
+    torch.testing.assert_close(policy(input, history=history), recommender.score(input, history))
+
+
+def test_adapted_parameter_sets():
+    policy = AdaptivePolicy(tiny_recommender(), UserHead())
+    names = [n for n, _ in policy.named_parameters()]
+    assert policy.adapted_names("all") == names
+    assert policy.adapted_names("head") == ["head.linear.weight", "head.linear.bias"]
+    top = policy.adapted_names("top_layers", num_top_layers=1)
+    assert any(".blocks.1." in n for n in top) and not any(".blocks.0." in n for n in top) and "head.linear.bias" in top
+    assert "recommender.sequence_encoder.norm.weight" in top and "recommender.item_encoder.embedding.weight" not in top
+    with pytest.raises(ValueError, match="num_top_layers"):
+        policy.adapted_names("top_layers", num_top_layers=3)
+    with pytest.raises(ValueError, match="needs a head"):
+        AdaptivePolicy(tiny_recommender()).adapted_names("head")
+
+
+def manual_adapt(policy: AdaptivePolicy, names: list[str], tasks: TaskBatch, t: int, steps: int, lr: float, with_query: bool = False) -> AdaptivePolicy:
+    """Task t adapted the slow, obvious way: a deep copy and plain autograd SGD steps."""
+    copy_ = copy.deepcopy(policy)
+    params = dict(copy_.named_parameters())
+    for _ in range(steps):
+        loss = copy_(tasks.support_input[t], tasks.support_target[t])
+        if with_query:
+            loss = loss + copy_(tasks.query_input[t], tasks.query_target[t])
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        with torch.no_grad():
+            for n, g in zip(names, grads):
+                params[n] -= lr * g
+    return copy_
+
+
+@pytest.mark.parametrize("adapt", ["all", "top_layers", "head"])
+def test_inner_loop_matches_plain_sgd_and_leaves_the_meta_parameters_untouched(adapt):
+    policy = AdaptivePolicy(tiny_recommender(), UserHead())
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    tasks = random_tasks()
+    loop = InnerLoop(policy, policy.adapted_names(adapt), steps=3, lr=0.5)
+    fast = loop.adapt(tasks)
+    for n, p in policy.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None, n
+    assert set(fast) == set(loop.names) and all(w.shape[0] == 3 and not w.requires_grad for w in fast.values())
+    for t in range(3):
+        expected = dict(manual_adapt(policy, loop.names, tasks, t, 3, 0.5).named_parameters())
+        for n in loop.names:
+            torch.testing.assert_close(fast[n][t], expected[n].detach(), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(fast[loop.names[0]][0], before[loop.names[0]])
+
+
+def test_fomaml_meta_gradient_is_the_mean_query_gradient_at_the_adapted_parameters():
+    policy = AdaptivePolicy(tiny_recommender(), UserHead())
+    tasks = random_tasks()
+    loop = InnerLoop(policy, policy.adapted_names("head"), steps=2, lr=0.5)
+    gradient, loss = FOMAML().meta_gradient(loop, tasks)
+    expected = {n: torch.zeros_like(p) for n, p in policy.named_parameters()}
+    losses = []
+    for t in range(3):
+        adapted = manual_adapt(policy, loop.names, tasks, t, 2, 0.5)
+        query_loss = adapted(tasks.query_input[t], tasks.query_target[t])
+        losses.append(query_loss.item())
+        for (n, p), g in zip(adapted.named_parameters(), torch.autograd.grad(query_loss, list(adapted.parameters()))):
+            expected[n] += g / 3
+    assert set(gradient) == set(expected)  # the frozen body gets its query gradient too
+    for n in expected:
+        torch.testing.assert_close(gradient[n], expected[n], atol=1e-5, rtol=1e-4)
+    assert loss.item() == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_reptile_meta_gradient_points_from_the_mean_adapted_parameters_to_the_start():
+    policy = AdaptivePolicy(tiny_recommender(), UserHead())
+    tasks = random_tasks()
+    loop = InnerLoop(policy, policy.adapted_names("top_layers"), steps=2, lr=0.3)
+    gradient, _ = Reptile().meta_gradient(loop, tasks)
+    params = dict(policy.named_parameters())
+    adapted = [dict(manual_adapt(policy, loop.names, tasks, t, 2, 0.3, with_query=True).named_parameters()) for t in range(3)]
+    assert set(gradient) == set(loop.names)
+    for n in loop.names:
+        expected = params[n].detach() - torch.stack([a[n].detach() for a in adapted]).mean(0)
+        torch.testing.assert_close(gradient[n], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", [FOMAML(), Reptile()])
+def test_a_training_step_is_one_adamw_step_on_the_meta_gradient(algorithm):
+    model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), algorithm=algorithm, adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01, gradient_clip=0.0)
+    tasks = random_tasks()
+    start = copy.deepcopy(model.policy)
+    gradient, _ = algorithm.meta_gradient(InnerLoop(start, model.inner.names, 2, 0.5), tasks)
+    reference = dict(start.named_parameters())
+    optimizer = torch.optim.AdamW([reference[n] for n in gradient], lr=0.01, weight_decay=0.0)
+    for n, g in gradient.items():
+        reference[n].grad = g
+    optimizer.step()
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": tasks}], batch_size=None, collate_fn=keep_batch))
+    for n, p in model.policy.named_parameters():
+        torch.testing.assert_close(p.detach(), reference[n].detach(), atol=1e-6, rtol=1e-5)
+    for n, p in model.plain.named_parameters():  # the plain start stays the pretrained one
+        torch.testing.assert_close(p, dict(start.named_parameters())[n].detach() if n not in gradient else p)
+    assert any(not torch.equal(p, q) for p, q in zip(model.policy.parameters(), model.plain.parameters()))
+
+
+# -- meta-training end to end ----------------------------------------------------------------------
+def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, tmp_path):
+    """Plain start: an untrained recommender. After meta-training, the same 2-step adaptation on a
+    cold-start user's first 3 events ranks their next events far better than from the plain start."""
+    L.seed_everything(0)
+    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2, 3], test_ks=[1, 3], val_k=3, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=8, support_windows=3, segment_window=6, segment_query=6, online_start=1, online_horizon=4)
+    recommender = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
+    model = MetaPolicyOptimizer(recommender=recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01)
+    trainer = L.Trainer(max_epochs=4, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert "val/ndcg@10" in trainer.callback_metrics
+    results = trainer.test(model, dm, verbose=False)[0]
+    assert results["test/cold_start/k3/meta_adapted_ndcg@10"] > 1.5 * results["test/cold_start/k3/plain_adapted_ndcg@10"] + 0.05
+    table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
+    assert table.tasks.tolist() == ["cold_start/k1", "cold_start/k3", "segment/held_out"]
+    assert (tmp_path / "meta" / "adaptation_curves.png").stat().st_size > 0
+    trainer.predict(model, dm)
+    online = pd.read_csv(tmp_path / "meta" / "online_summary.csv").set_index("policy")["mean_ndcg@10"]
+    assert online["meta/adapted"] > online["meta/static"] and online["meta/adapted"] > online["plain/adapted"]
