@@ -1,8 +1,30 @@
-"""Reinforcement learning against learned user simulators: environments, rollouts, advantages."""
+"""Reinforcement learning against learned user simulators: environments, agents, rollouts, advantages
+and the policy-gradient algorithms the PolicyFineTuner runs (docs/rl.md)."""
 
+from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
+from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.data import LoggedDataModule
+from lightning_rec.rl.ppo import PPO
+from lightning_rec.rl.reinforce import OffPolicyReinforce, Reinforce
 from lightning_rec.rl.response_model import ResponseModel
+from lightning_rec.rl.rollout import Episodes, rollout
 from lightning_rec.rl.simulator import SimulatorState, UserSimulator
 
-__all__ = ["LoggedDataModule", "ResponseModel", "SimulatorState", "UserBehaviour", "UserSimulator"]
+__all__ = [
+    "PPO",
+    "Episodes",
+    "LoggedDataModule",
+    "OffPolicyReinforce",
+    "PolicyAlgorithm",
+    "PopularityAgent",
+    "RandomAgent",
+    "RecommenderAgent",
+    "Reinforce",
+    "ResponseModel",
+    "SimulatorState",
+    "SlateAgent",
+    "UserBehaviour",
+    "UserSimulator",
+    "rollout",
+]

@@ -1,0 +1,70 @@
+"""Agents that recommend slates to simulated users: the baselines and any SequentialRecommender.
+
+An agent only scores items; the rollout masks what each user consumed or was already shown and
+turns scores into slates (top-K, or sampled), so every agent is judged under the same rules.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_rec.rl.episode_states import episode_layout, episode_states
+from lightning_rec.rl.simulator import SimulatorState
+
+
+class SlateAgent:
+    """`start` at an episode's beginning, `scores` [B, N + 1] before each step, `observe` the
+    clicked item of each user [B] (0 = no click) after it."""
+
+    def start(self, state: SimulatorState) -> None:
+        self.batch_size = len(state.users)
+
+    def scores(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def observe(self, clicked: torch.Tensor) -> None:
+        pass
+
+
+class RandomAgent(SlateAgent):
+    """Uniformly random slates."""
+
+    def __init__(self, num_items: int, seed: int = 0):
+        self.num_items, self.generator = num_items, torch.Generator().manual_seed(seed)
+
+    def scores(self) -> torch.Tensor:
+        return torch.rand(self.batch_size, self.num_items + 1, generator=self.generator)
+
+
+class PopularityAgent(SlateAgent):
+    """The most popular items (by training-event count) the user has not consumed or been shown."""
+
+    def __init__(self, popularity: torch.Tensor):
+        self.popularity = popularity.float()
+
+    def scores(self) -> torch.Tensor:
+        return self.popularity.unsqueeze(0).expand(self.batch_size, -1)
+
+
+class RecommenderAgent(SlateAgent):
+    """A SequentialRecommender's next-item scores from its state after the user's last
+    `context_len` logged items and the clicks so far (see episode_states). Keeps the row and each
+    step's state slot, which the policy updates read back."""
+
+    def __init__(self, recommender, context_len: int, max_steps: int):
+        self.recommender, self.context_len, self.max_steps = recommender, context_len, max_steps
+
+    def start(self, state: SimulatorState) -> None:
+        super().start(state)
+        device = next(self.recommender.parameters()).device
+        layout = episode_layout(state.history.to(device), self.context_len, self.max_steps)
+        self.items = self.recommender.item_encoder()
+        self.states = episode_states(self.recommender, layout, self.context_len)
+        self.slots: list[torch.Tensor] = []
+
+    def scores(self) -> torch.Tensor:
+        self.slots.append(self.states.slot.clone())
+        return self.states.hidden @ self.items.T
+
+    def observe(self, clicked: torch.Tensor) -> None:
+        self.states.append(clicked.to(self.states.sequence.device))

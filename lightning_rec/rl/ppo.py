@@ -1,0 +1,87 @@
+"""PPO for slate policies: clipped surrogate, value head with GAE, entropy bonus, and a KL penalty
+that keeps the policy near the frozen pretrained one (so next-item accuracy is not thrown away)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from lightning_rec.rl.advantages import generalized_advantages
+from lightning_rec.rl.algorithm import PolicyAlgorithm
+from lightning_rec.rl.heads import ValueHead
+from lightning_rec.rl.slates import masked_entropy, masked_kl, slate_log_probs
+
+
+class PPO(PolicyAlgorithm):
+    """Proximal policy optimisation on episodes sampled in the training environment.
+
+    The action of a step is a slate drawn without replacement; each of its K draws is a sub-action
+    with its own probability ratio (its Plackett-Luce term under the new and the sampling policy),
+    clipped to [1 - clip, 1 + clip] and weighted by the step's GAE advantage. The loss adds
+    value_coef * the value error, subtracts entropy_coef * the softmax entropy and adds kl_coef *
+    KL(policy || pretrained policy), both over the state's unmasked items. `epochs` passes over the
+    episodes in minibatches of `minibatch_users` users, one optimiser step each.
+    """
+
+    def __init__(
+        self,
+        clip: float = 0.2,
+        epochs: int = 2,
+        minibatch_users: int = 256,
+        gamma: float = 0.9,
+        gae_lambda: float = 0.95,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.0,
+        kl_coef: float = 0.1,
+        normalize_advantages: bool = True,
+    ):
+        super().__init__()
+        self.clip, self.epochs, self.minibatch_users = clip, epochs, minibatch_users
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.value_coef, self.entropy_coef, self.kl_coef = value_coef, entropy_coef, kl_coef
+        self.normalize_advantages = normalize_advantages
+
+    def build(self, tuner) -> None:
+        self.value = ValueHead(tuner.state_dim)
+        self.reference = copy.deepcopy(tuner.recommender).eval().requires_grad_(False)
+
+    def update(self, tuner, batch: dict) -> dict[str, float]:
+        episodes, logs = tuner.play(batch)
+        valid = episodes.valid
+        steps = valid.shape[1]
+        progress = tuner.progress(steps)
+        with torch.no_grad():
+            values = torch.cat(
+                [self.value(tuner.episode_states(episodes, rows), progress.expand(len(rows), -1)) for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False)]
+            )
+        advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
+        if self.normalize_advantages:
+            mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)
+            advantages = (advantages - mean) / std * valid
+        totals: dict[str, float] = {}
+        updates = 0
+        for _ in range(self.epochs):
+            for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=True):
+                hidden, log_probs, blocked = tuner.episode_log_probs(episodes, rows)
+                mask = valid[rows]
+                count = mask.sum().clamp(min=1)
+                ratio = (slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]).exp()
+                advantage = advantages[rows].unsqueeze(-1)
+                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage).mean(-1)
+                policy_loss = -(surrogate * mask).sum() / count
+                with torch.no_grad():
+                    _, reference_log_probs, _ = tuner.episode_log_probs(episodes, rows, self.reference)
+                kl = (masked_kl(log_probs, reference_log_probs, blocked) * mask).sum() / count
+                entropy = (masked_entropy(log_probs, blocked) * mask).sum() / count
+                value = self.value(hidden, progress.expand(len(rows), -1))
+                value_loss = ((value - returns[rows]).pow(2) * mask).sum() / count
+                loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy + self.kl_coef * kl
+                tuner.add_gradients(loss)
+                tuner.apply_gradients()
+                updates += 1
+                clipped = ((ratio - 1).abs() > self.clip).float().mean(-1)
+                for key, number in (("policy_loss", policy_loss), ("value_loss", value_loss), ("kl", kl), ("entropy", entropy), ("clipped_share", (clipped * mask).sum() / count)):
+                    totals[key] = totals.get(key, 0.0) + float(number)
+        logs.update({key: total / max(updates, 1) for key, total in totals.items()})
+        return logs

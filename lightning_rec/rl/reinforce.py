@@ -1,0 +1,99 @@
+"""REINFORCE for slates (Chen et al., "Top-K Off-Policy Correction for a REINFORCE Recommender
+System", WSDM 2019): on-policy in the simulator, or off-policy from the logs alone."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lightning_rec.rl.advantages import discounted_returns
+from lightning_rec.rl.algorithm import PolicyAlgorithm
+from lightning_rec.rl.heads import BehaviourHead, ValueHead
+from lightning_rec.rl.slates import topk_correction
+
+
+class Reinforce(PolicyAlgorithm):
+    """On-policy REINFORCE with a learned baseline and the top-K slate correction.
+
+    Slates are sampled from the policy in the training environment; the clicked item of each step
+    is the action whose log-probability is pushed by lambda_K(pi) * (G_t - V(s_t)), where G_t is
+    the discounted return from that step (later clicks and a longer session count). Steps without
+    a click teach the policy only through the returns of the clicks before them.
+    """
+
+    def __init__(self, gamma: float = 0.9, value_coef: float = 0.5, topk_correction: bool = True, minibatch_users: int = 256):
+        super().__init__()
+        self.gamma, self.value_coef, self.correct, self.minibatch_users = gamma, value_coef, topk_correction, minibatch_users
+
+    def build(self, tuner) -> None:
+        self.value = ValueHead(tuner.state_dim)
+
+    def update(self, tuner, batch: dict) -> dict[str, float]:
+        episodes, logs = tuner.play(batch)
+        returns = discounted_returns(episodes.rewards, episodes.valid, self.gamma)
+        clicked = episodes.clicked
+        num_clicks, num_steps = int((clicked != 0).sum()), int(episodes.valid.sum())
+        k = tuner.hparams.slate_size
+        for rows in tuner.minibatches(len(clicked), self.minibatch_users, shuffle=False):
+            hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
+            value = self.value(hidden, tuner.progress(hidden.shape[1]).expand(len(rows), -1))
+            has_click = clicked[rows] != 0
+            log_pi = log_probs[has_click].gather(1, clicked[rows][has_click].unsqueeze(1)).squeeze(1)
+            advantage = (returns[rows] - value.detach())[has_click]
+            weight = topk_correction(log_pi.detach().exp(), k) if self.correct else torch.ones_like(log_pi)
+            policy_loss = -(weight * advantage * log_pi).sum() / max(num_clicks, 1)
+            valid = episodes.valid[rows]
+            value_loss = (value - returns[rows]).pow(2)[valid].sum() / max(num_steps, 1)
+            tuner.add_gradients(policy_loss + self.value_coef * value_loss)
+            logs["policy_loss"] = logs.get("policy_loss", 0.0) + float(policy_loss)
+            logs["value_loss"] = logs.get("value_loss", 0.0) + float(value_loss)
+        tuner.apply_gradients()
+        return logs
+
+
+class OffPolicyReinforce(PolicyAlgorithm):
+    """REINFORCE from logged windows only: each logged next item is an action, its reward the
+    rating-based satisfaction of the logged rating (1 without ratings), G_t the discounted return
+    of the rest of the window. The logging policy beta is learned alongside (BehaviourHead); each
+    term is weighted by the importance weight pi / beta, capped at `weight_cap`, times lambda_K(pi).
+    """
+
+    def __init__(self, gamma: float = 0.9, weight_cap: float = 10.0, value_coef: float = 0.5, topk_correction: bool = True):
+        super().__init__()
+        self.gamma, self.weight_cap, self.value_coef, self.correct = gamma, weight_cap, value_coef, topk_correction
+
+    def build(self, tuner) -> None:
+        self.value = ValueHead(tuner.state_dim)
+        self.behaviour = BehaviourHead(tuner.state_dim)
+
+    def update(self, tuner, batch: dict) -> dict[str, float]:
+        target = batch["target"]
+        valid = target != 0
+        returns = discounted_returns(tuner.logged_rewards(batch), valid, self.gamma)
+        recommender = tuner.recommender
+        items = recommender.item_encoder()
+        hidden_all = recommender.encode(batch["input"], items)
+        hidden, action = hidden_all[valid], target[valid]
+        length = target.shape[1]
+        progress = (torch.arange(length, device=target.device) / length).expand_as(target)[valid]
+        logits = hidden @ items.T
+        logits[:, 0] = float("-inf")
+        log_pi = torch.log_softmax(logits, 1).gather(1, action.unsqueeze(1)).squeeze(1)
+        behaviour_logits = self.behaviour(hidden, items)
+        log_beta = torch.log_softmax(behaviour_logits, 1).gather(1, action.unsqueeze(1)).squeeze(1)
+        importance = (log_pi - log_beta).detach().exp().clamp(max=self.weight_cap)
+        weight = importance * (topk_correction(log_pi.detach().exp(), tuner.hparams.slate_size) if self.correct else 1.0)
+        value = self.value(hidden, progress)
+        advantage = returns[valid] - value.detach()
+        policy_loss = -(weight * advantage * log_pi).mean()
+        value_loss = F.mse_loss(value, returns[valid])
+        behaviour_loss = F.cross_entropy(behaviour_logits, action)
+        tuner.add_gradients(policy_loss + self.value_coef * value_loss + behaviour_loss)
+        tuner.apply_gradients()
+        return {
+            "policy_loss": float(policy_loss),
+            "value_loss": float(value_loss),
+            "behaviour_loss": float(behaviour_loss),
+            "importance_weight": float(importance.mean()),
+            "capped_share": float((importance >= self.weight_cap).float().mean()),
+        }

@@ -1,0 +1,75 @@
+"""Run agents in a UserSimulator: batched episodes, recorded for evaluation and policy updates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from lightning_rec.rl.agents import RecommenderAgent, SlateAgent
+from lightning_rec.rl.simulator import UserSimulator
+from lightning_rec.rl.slates import sample_slates, slate_log_probs
+
+
+@dataclasses.dataclass
+class Episodes:
+    """One episode per user; T = the number of steps until every user was done."""
+
+    slates: torch.Tensor  # LongTensor[B, T, K]
+    clicks: torch.Tensor  # BoolTensor[B, T, K]
+    rewards: torch.Tensor  # FloatTensor[B, T], 0 after the episode's end
+    valid: torch.Tensor  # BoolTensor[B, T]: the step happened (a prefix of each row)
+    consumed: torch.Tensor  # BoolTensor[B, N + 1]: what each user had consumed when the episode began
+    log_probs: torch.Tensor | None = None  # FloatTensor[B, T, K]: sampling log-probabilities of the slates
+    sequence: torch.Tensor | None = None  # LongTensor[B, S]: a RecommenderAgent's final slot row
+    slots: torch.Tensor | None = None  # LongTensor[B, T]: its state slot at each step
+
+    @property
+    def clicked(self) -> torch.Tensor:
+        """LongTensor[B, T]: the clicked item at each step, 0 for none."""
+        return (self.slates * self.clicks).sum(-1)
+
+    def blocked(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """BoolTensor[b, T, N + 1]: the items masked at each step (consumed before the episode or
+        shown at an earlier step), exactly as `rollout` masked them."""
+        slates = self.slates[rows]
+        b, steps, k = slates.shape
+        earlier = torch.ones(steps, steps, dtype=torch.bool, device=slates.device).tril(-1)  # [t, u]: u < t
+        shown = slates.unsqueeze(1).expand(b, steps, steps, k) * earlier[None, :, :, None]
+        blocked = self.consumed[rows].unsqueeze(1).repeat(1, steps, 1)
+        return blocked.scatter_(2, shown.reshape(b, steps, steps * k), True)
+
+
+@torch.no_grad()
+def rollout(
+    env: UserSimulator,
+    agent: SlateAgent,
+    users: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    slate_size: int = 10,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Episodes:
+    """Play one episode per user: the agent's scores, masked for consumed and already shown items
+    (and padding), give a slate by top-K or, with `sample`, by drawing K items without replacement."""
+    state = env.reset(users, positions)
+    agent.start(state)
+    blocked = state.consumed.clone()
+    blocked[:, 0] = True
+    consumed = blocked.clone()
+    steps = {"slates": [], "clicks": [], "rewards": [], "valid": [], "log_probs": []}
+    while not state.done.all():
+        logits = agent.scores().to(blocked.device).masked_fill(blocked, float("-inf"))
+        slates = sample_slates(logits, slate_size, generator) if sample else logits.topk(slate_size, dim=1).indices
+        valid = ~state.done
+        clicks, rewards, _ = env.step(slates)
+        agent.observe((slates * clicks).sum(1))
+        blocked.scatter_(1, slates, True)
+        for key, value in (("slates", slates), ("clicks", clicks), ("rewards", rewards * valid), ("valid", valid)):
+            steps[key].append(value)
+        if sample:
+            steps["log_probs"].append(slate_log_probs(logits, slates))
+    episodes = Episodes(consumed=consumed, **{key: torch.stack(value, 1) for key, value in steps.items() if value})
+    if isinstance(agent, RecommenderAgent):
+        episodes.sequence, episodes.slots = agent.states.sequence, torch.stack(agent.slots, 1)
+    return episodes

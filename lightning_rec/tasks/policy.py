@@ -1,0 +1,173 @@
+"""PolicyFineTuner: a pretrained recommender fine-tuned as a slate policy against a user simulator."""
+
+from __future__ import annotations
+
+import contextvars
+
+import lightning as L
+import torch
+
+from lightning_rec.metrics import ranking_metrics
+from lightning_rec.rl.agents import RecommenderAgent
+from lightning_rec.rl.algorithm import PolicyAlgorithm
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.rollout import Episodes, rollout
+from lightning_rec.tasks.recommender import SequentialRecommender
+from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+
+def load_recommender(path: str) -> SequentialRecommender:
+    """The SequentialRecommender in a pretraining or a PolicyFineTuner checkpoint (on the CPU).
+
+    Loaded in a fresh context: LightningCLI builds the model inside a context that makes every
+    `save_hyperparameters()` record the CLI's arguments, which would replace the loaded model's own.
+    Checkpoints named in one's own configuration are trusted (they hold configuration objects).
+    """
+    return contextvars.Context().run(_load_recommender, path)
+
+
+def _load_recommender(path: str) -> SequentialRecommender:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if any(key.startswith("recommender.") for key in checkpoint["state_dict"]):
+        return PolicyFineTuner.load_from_checkpoint(path, map_location="cpu", weights_only=False).recommender
+    return SequentialRecommender.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+
+
+class PolicyFineTuner(L.LightningModule):
+    """Fine-tunes the SequentialRecommender in the `pretrained` checkpoint as a stochastic slate
+    policy: a slate is `slate_size` items drawn without replacement from the softmax of its next-item
+    scores, with consumed and already shown items masked. The `algorithm` (Reinforce,
+    OffPolicyReinforce, PPO, ...) is a YAML component.
+
+    Episodes are played in the training environment of the `simulator` checkpoint (never its
+    evaluation one), starting where the batch's logged windows end, for the windows of that
+    environment's users; `behaviour` sets its choice and leave rules. The policy's state is its
+    encoder's output over the last `context_len` logged items plus the episode's clicks (see
+    rl/episode_states), so context_len + behaviour.max_steps must fit the encoder's max_len. RL
+    runs the networks without dropout. Validation and test are the recommender's offline ranking
+    (val/ndcg@10, ...), to see how much next-item accuracy RL costs. Run it on one device.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        simulator: str,
+        algorithm: PolicyAlgorithm,
+        behaviour: UserBehaviour | None = None,
+        slate_size: int = 10,
+        context_len: int = 30,
+        lr: float = 1e-4,
+        head_lr: float = 1e-3,
+        max_grad_norm: float = 1.0,
+        seed: int = 0,
+        eval_ks: list[int] = [10, 20],
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.recommender = load_recommender(pretrained)
+        self.behaviour = behaviour if behaviour is not None else UserBehaviour()
+        encoder = self.recommender.sequence_encoder
+        needed = context_len + self.behaviour.max_steps
+        if hasattr(encoder, "max_len") and needed > encoder.max_len:
+            raise ValueError(
+                f"context_len ({context_len}) + behaviour.max_steps ({self.behaviour.max_steps}) = {needed} "
+                f"exceeds the pretrained encoder's max_len ({encoder.max_len})"
+            )
+        self.state_dim = encoder.dim
+        self.algorithm = algorithm
+        algorithm.build(self)
+        num_items = self.recommender.num_items
+        self.val_metrics = ranking_metrics(eval_ks, num_items, prefix="val/")
+        self.test_metrics = ranking_metrics(eval_ks, num_items, prefix="test/")
+        self.generator: torch.Generator | None = None
+
+    # -- the environment -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        simulation = SimulatorTraining.load_from_checkpoint(self.hparams.simulator, map_location=self.device, weights_only=False)
+        self.train_env = simulation.environment("train", datamodule.data, datamodule.split.train_end, self.behaviour, self.hparams.seed)
+        self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
+        ratings = datamodule.data.ratings
+        self.rating_range = None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
+
+    # -- what the algorithms use ---------------------------------------------------------------------
+    def play(self, batch: dict) -> tuple[Episodes, dict[str, float]]:
+        """Sampled episodes in the training environment from the batch's windows of its users."""
+        keep = self.train_env.allowed[batch["user"]]
+        if not keep.any():
+            raise ValueError("the batch holds no window of the training environment's users; use a larger batch_size")
+        agent = RecommenderAgent(self.recommender, self.hparams.context_len, self.behaviour.max_steps)
+        episodes = rollout(
+            self.train_env, agent, batch["user"][keep], batch["end"][keep], self.hparams.slate_size, sample=True, generator=self.generator
+        )
+        steps = episodes.valid.sum()
+        logs = {
+            "episodes": float(keep.sum()),
+            "return": float(episodes.rewards.sum(1).mean()),
+            "ctr": float(episodes.clicks.any(-1).sum() / steps),
+            "length": float(steps / keep.sum()),
+        }
+        return episodes, logs
+
+    def progress(self, steps: int) -> torch.Tensor:
+        """[1, steps]: each step's share of the longest episode, the value heads' time input."""
+        return (torch.arange(steps, device=self.device) / self.behaviour.max_steps).unsqueeze(0)
+
+    def episode_states(self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None) -> torch.Tensor:
+        """The states [b, T, D] of the episodes' steps for users `rows`: one pass over their slot rows."""
+        recommender = self.recommender if recommender is None else recommender
+        hidden = recommender.encode(episodes.sequence[rows])
+        slots = episodes.slots[rows]
+        return hidden.gather(1, slots.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    def episode_log_probs(
+        self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(states [b, T, D], log-softmax [b, T, N + 1] with the items masked during the episode at
+        -inf, that mask) for users `rows`, under this policy or another `recommender`."""
+        recommender = self.recommender if recommender is None else recommender
+        hidden = self.episode_states(episodes, rows, recommender)
+        blocked = episodes.blocked(rows)
+        logits = (hidden @ recommender.item_encoder().T).masked_fill(blocked, float("-inf"))
+        return hidden, torch.log_softmax(logits, dim=-1), blocked
+
+    def logged_rewards(self, batch: dict) -> torch.Tensor:
+        """[B, L]: the reward of each logged target (the behaviour's satisfaction of its rating)."""
+        clicked = batch["target"] != 0
+        rating = batch.get("rating") if self.rating_range is not None else None
+        return self.behaviour.satisfaction(rating, self.rating_range, clicked)
+
+    def minibatches(self, size: int, minibatch: int, shuffle: bool) -> list[torch.Tensor]:
+        order = torch.randperm(size, generator=self.generator, device=self.device) if shuffle else torch.arange(size, device=self.device)
+        return list(order.split(minibatch))
+
+    def add_gradients(self, loss: torch.Tensor) -> None:
+        self.manual_backward(loss)
+
+    def apply_gradients(self) -> None:
+        optimizer = self.optimizers()
+        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad()
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.eval()  # RL runs the networks without dropout: sampling and update must see the same policy
+        logs = self.algorithm.update(self, batch)
+        self.log_dict({f"train/{key}": value for key, value in logs.items()}, batch_size=len(batch["user"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def _evaluate(self, batch: dict, metrics) -> None:
+        metrics.update(self.recommender.score(batch["input"], batch["history"]), batch["target"])
+        self.log_dict(metrics, prog_bar=True, batch_size=len(batch["target"]))
+
+    def configure_optimizers(self):
+        policy = [p for p in self.recommender.parameters() if p.requires_grad]
+        heads = [p for p in self.algorithm.parameters() if p.requires_grad]
+        return torch.optim.Adam([{"params": policy, "lr": self.hparams.lr}, {"params": heads, "lr": self.hparams.head_lr}])
