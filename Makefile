@@ -8,6 +8,7 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lightning-rec
 OUT := outputs/demo
+DEMO_EPOCHS ?= 8
 
 .PHONY: setup demo test clean
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	rm -rf $(OUT)
-	$(CLI) fit -c configs/sasrec-ml-latest-small.yaml --trainer.default_root_dir $(OUT)
+	$(CLI) fit -c configs/sasrec-ml-latest-small.yaml --trainer.default_root_dir $(OUT) --trainer.max_epochs $(DEMO_EPOCHS)
 	$(CLI) test -c configs/sasrec-ml-latest-small.yaml --trainer.default_root_dir $(OUT) --ckpt_path $(OUT)/checkpoints/best.ckpt
 	$(CLI) recommend -c configs/sasrec-ml-latest-small.yaml --ckpt_path $(OUT)/checkpoints/best.ckpt --user 1
 
