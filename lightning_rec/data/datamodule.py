@@ -15,7 +15,7 @@ from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, 
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import PreprocessOptions, SequenceData, load_or_build
 from lightning_rec.data.sources import DataSource, MovieLensLatestSmall
-from lightning_rec.data.splits import Split, leave_one_out, temporal_split
+from lightning_rec.data.splits import Split, draw_cold_items, leave_one_out, temporal_split, training_sequences
 
 
 @dataclasses.dataclass
@@ -52,6 +52,8 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = "~/.cache/lightning_rec",
         predict_users: list[str] | None = None,
+        cold_item_fraction: float = 0.0,
+        cold_item_seed: int = 0,
     ):
         super().__init__()
         if max_len < 1:
@@ -61,6 +63,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.options = PreprocessOptions(min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history)
         self.data: SequenceData | None = None
         self.split: Split | None = None
+        self.cold_items: torch.Tensor | None = None  # BoolTensor[num_items + 1]: withheld from training
 
     # -- Lightning hooks -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -74,11 +77,12 @@ class SequenceDataModule(L.LightningDataModule):
             self.split = leave_one_out(self.data)
         else:
             self.split = temporal_split(self.data, self.hparams.val_fraction, self.hparams.test_fraction)
+        self.cold_items = draw_cold_items(self.data.num_items, self.hparams.cold_item_fraction, self.hparams.cold_item_seed)
         if len(self.split.test_users) == 0:
             raise DataError("no user can be evaluated: leave-one-out needs users with at least 3 interactions")
 
     def train_dataloader(self) -> DataLoader:
-        windows = training_windows(self.data, self.split.train_end, self.hparams.max_len)
+        windows = training_windows(*self.training_sequences(), self.hparams.max_len)
         return self._loader(WindowDataset(windows), self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -107,12 +111,18 @@ class SequenceDataModule(L.LightningDataModule):
         return ItemCatalog(self.data.num_items, self.data.item_info, self.train_item_counts())
 
     def train_item_counts(self) -> torch.Tensor:
-        """How often each item occurs in the training part of the sequences (popularity)."""
+        """How often each item occurs in the training part of the sequences (popularity; 0 for cold items)."""
+        data, train_end = self.training_sequences()
+        user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
+        position = torch.arange(len(data.items)) - data.offsets[user_of_event]
+        in_train = position < train_end[user_of_event]
+        return torch.bincount(data.items[in_train], minlength=data.num_items + 1).float()
+
+    def training_sequences(self) -> tuple[SequenceData, torch.Tensor]:
+        """The sequences and per-user training ends that training sees: without the cold items' events
+        when `cold_item_fraction` > 0 (a seeded random share of items, never trained on)."""
         self.setup()
-        user_of_event = torch.repeat_interleave(torch.arange(self.data.num_users), self.data.lengths)
-        position = torch.arange(len(self.data.items)) - self.data.offsets[user_of_event]
-        in_train = position < self.split.train_end[user_of_event]
-        return torch.bincount(self.data.items[in_train], minlength=self.data.num_items + 1).float()
+        return training_sequences(self.data, self.split.train_end, self.cold_items)
 
     def user_index(self, user_id) -> int | None:
         """Index of an original user id (as given in the data, or its string form); None if unknown."""

@@ -62,3 +62,30 @@ def temporal_split(data: SequenceData, val_fraction: float = 0.1, test_fraction:
         test_users=torch.nonzero(test_ok).squeeze(1),
         test_positions=before_test[test_ok],
     )
+
+
+def draw_cold_items(num_items: int, fraction: float, seed: int = 0) -> torch.Tensor:
+    """BoolTensor[num_items + 1]: a seeded random `fraction` of items 1..N to withhold from training
+    (cold-start items); padding (0) is never cold."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"cold_item_fraction must be in [0, 1), got {fraction}")
+    cold = torch.zeros(num_items + 1, dtype=torch.bool)
+    chosen = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))[: round(fraction * num_items)]
+    cold[chosen + 1] = True
+    return cold
+
+
+def training_sequences(data: SequenceData, train_end: torch.Tensor, cold: torch.Tensor) -> tuple[SequenceData, torch.Tensor]:
+    """The training prefixes with every event of a `cold` item removed, as sequences plus per-user
+    training ends (their lengths), so windows and popularity are built from them unchanged. Evaluation
+    keeps the full sequences: cold items appear in test histories and as test targets."""
+    if not cold.any():
+        return data, train_end
+    user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
+    position = torch.arange(len(data.items)) - data.offsets[user_of_event]
+    keep = (position < train_end[user_of_event]) & ~cold[data.items]
+    lengths = torch.bincount(user_of_event[keep], minlength=data.num_users)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
+    ratings = data.ratings[keep] if data.ratings is not None else None
+    kept = dataclasses.replace(data, items=data.items[keep], timestamps=data.timestamps[keep], ratings=ratings, offsets=offsets)
+    return kept, lengths

@@ -17,7 +17,67 @@ from lightning_rec.metrics import ranking_metrics
 from lightning_rec.tasks.objectives import FullSoftmax, Objective
 
 
-class SequentialRecommender(L.LightningModule):
+class RankingRecommender(L.LightningModule):
+    """What every recommender shares, baselines included: it is sized from the DataModule's item
+    catalogue in `setup` (or from the checkpoint when loading), validation and test rank all items
+    with the user's history masked and ties counted against the model, and predict returns the
+    top-k. Subclasses implement `score`. `test_cold/` metrics cover the test rows whose target item
+    has no training event (withheld cold-start items, or items first seen at test time); they exist
+    only when the catalogue has such items. Needs hparams eval_ks, mask_history and top_k.
+    """
+
+    def build(self, catalog: ItemCatalog) -> None:
+        """Create the catalogue-sized parts: metrics, popularity for empty histories."""
+        self.register_buffer("popularity", catalog.popularity.float().clone())
+        self.num_items = catalog.num_items
+        self.val_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="val/")
+        self.test_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test/")
+        has_cold = bool((catalog.popularity[1:] == 0).any())
+        self.test_cold_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test_cold/") if has_cold else None
+
+    @property
+    def is_built(self) -> bool:
+        return hasattr(self, "num_items")
+
+    def setup(self, stage: str) -> None:
+        if not self.is_built:
+            self.build(self.trainer.datamodule.catalog)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["num_items"] = self.num_items
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if not self.is_built:  # loaded outside a Trainer: size from the checkpoint
+            n = checkpoint["num_items"]
+            self.build(ItemCatalog(n, None, torch.zeros(n + 1)))
+
+    def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of all items [B, N + 1] for the next item after each input sequence; padding column
+        and (when `mask_history`) history items at -inf."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        scores = self._evaluate(batch, self.test_metrics)
+        if self.test_cold_metrics is not None:  # updated on every batch, even with no cold row, so DDP ranks stay in step
+            cold = self.popularity[batch["target"]] == 0
+            self.test_cold_metrics.update(scores[cold], batch["target"][cold])
+            self.log_dict(self.test_cold_metrics, batch_size=len(batch["target"]))
+
+    def _evaluate(self, batch: dict, metrics) -> torch.Tensor:
+        scores = self.score(batch["input"], batch["history"])
+        metrics.update(scores, batch["target"])
+        self.log_dict(metrics, prog_bar=True, batch_size=len(batch["target"]))
+        return scores
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        scores, items = self.score(batch["input"], batch["history"]).topk(self.hparams.top_k, dim=1)
+        return {"user": batch["user"], "items": items, "scores": scores}
+
+
+class SequentialRecommender(RankingRecommender):
     """Next-item (or masked-item) recommender; later stages reuse it as their policy.
 
     The networks are constructor arguments chosen by `class_path` in YAML. They are sized from the
@@ -56,26 +116,19 @@ class SequentialRecommender(L.LightningModule):
     def build(self, catalog: ItemCatalog) -> None:
         """Create the catalogue-sized parts: item table, metrics, popularity for empty histories."""
         self.item_encoder.build(catalog)
-        self.register_buffer("popularity", catalog.popularity.float().clone())
-        self.num_items = catalog.num_items
-        self.val_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="val/")
-        self.test_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test/")
+        if hasattr(self.sequence_encoder, "build"):  # encoders that read item text (a PLM over histories)
+            self.sequence_encoder.build(catalog)
+        super().build(catalog)
 
-    def setup(self, stage: str) -> None:
-        if not self.item_encoder.is_built:
-            self.build(self.trainer.datamodule.catalog)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["num_items"] = self.num_items
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if not self.item_encoder.is_built:  # loaded outside a Trainer: size from the checkpoint
-            n = checkpoint["num_items"]
-            self.build(ItemCatalog(n, None, torch.zeros(n + 1)))
+    @property
+    def is_built(self) -> bool:
+        return self.item_encoder.is_built
 
     # -- the model ---------------------------------------------------------------------------------
     def encode(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D]."""
+        if getattr(self.sequence_encoder, "reads_item_ids", False):  # a language model over the items' text
+            return self.sequence_encoder(input, input == 0)
         items = self.item_encoder() if items is None else items
         return self.sequence_encoder(items[input], input == 0)
 
@@ -100,24 +153,11 @@ class SequentialRecommender(L.LightningModule):
         input, target = self.objective.prepare(batch["input"], batch["target"])
         items = self.item_encoder()
         hidden = self.encode(input, items)
+        target = target[:, -hidden.shape[1] :]  # encoders too costly to run per position return the last one
         has_target = target != 0
         loss = self.objective(hidden[has_target], target[has_target], items)
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
-
-    def _evaluate(self, batch: dict, metrics) -> None:
-        metrics.update(self.score(batch["input"], batch["history"]), batch["target"])
-        self.log_dict(metrics, prog_bar=True, batch_size=len(batch["target"]))
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        scores, items = self.score(batch["input"], batch["history"]).topk(self.hparams.top_k, dim=1)
-        return {"user": batch["user"], "items": items, "scores": scores}
 
     # -- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,0 +1,125 @@
+"""Cold-start items: withholding from training, test_cold/ metrics, baselines, and text rescuing
+items that ID embeddings cannot rank."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_plm import save_tiny_bert
+
+from lightning_rec.data import SequenceDataModule
+from lightning_rec.data.sources import InteractionFile
+from lightning_rec.data.splits import draw_cold_items
+from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
+from lightning_rec.encoders.text_item import HybridItemEncoder, TextItemEncoder
+from lightning_rec.metrics import ranking_metrics
+from lightning_rec.tasks import SequentialRecommender
+from lightning_rec.tasks.baselines import PopularityRecommender, RandomRecommender
+from lightning_rec.tasks.text_encoding import ItemTextEncoder
+
+GENRES = ["alpha", "bravo", "charlie", "delta"]
+
+
+@pytest.fixture(scope="module")
+def genre_source(tmp_path_factory) -> InteractionFile:
+    """40 items in 4 genres named in their titles; each user watches random items of one genre.
+    Behaviour follows the text, so text can place an item it never saw in training."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("genres")
+    rows = []
+    for user in range(120):
+        genre = user % 4
+        for t, item in enumerate(rng.choice(10, size=rng.integers(6, 10), replace=False)):
+            rows.append((f"u{user}", genre * 10 + int(item) + 1, t))
+    pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(folder / "events.csv", index=False)
+    titles = [f"{GENRES[(i - 1) // 10]} {i}" for i in range(1, 41)]
+    pd.DataFrame({"item": range(1, 41), "title": titles}).to_csv(folder / "items.csv", index=False)
+    return InteractionFile(str(folder / "events.csv"), item_path=str(folder / "items.csv"))
+
+
+def datamodule(source, fraction: float = 0.25) -> SequenceDataModule:
+    return SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None, cold_item_fraction=fraction, cold_item_seed=1)
+
+
+def trainer(epochs: int = 0) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=epochs,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_cold_items_are_a_seeded_share_and_never_padding():
+    cold = draw_cold_items(200, 0.1, seed=3)
+    assert cold.shape == (201,) and int(cold.sum()) == 20 and not cold[0]
+    assert torch.equal(cold, draw_cold_items(200, 0.1, seed=3)) and not torch.equal(cold, draw_cold_items(200, 0.1, seed=4))
+    with pytest.raises(ValueError, match="cold_item_fraction"):
+        draw_cold_items(10, 1.0)
+
+
+def test_cold_items_leave_training_entirely_and_evaluation_untouched(genre_source):
+    warm, cold_dm = datamodule(genre_source, 0.0), datamodule(genre_source, 0.25)
+    cold_dm.setup()
+    cold = cold_dm.cold_items
+    assert int(cold.sum()) == 10
+    windows = cold_dm.train_dataloader().dataset.windows
+    assert not cold[windows].any()  # neither as input nor as target
+    counts, warm_counts = cold_dm.train_item_counts(), warm.train_item_counts()
+    assert torch.all(counts[cold] == 0) and torch.equal(counts[~cold], warm_counts[~cold])
+    assert (warm_counts[cold] > 0).any()
+    for a, b in [(warm.test_dataloader(), cold_dm.test_dataloader()), (warm.val_dataloader(), cold_dm.val_dataloader())]:
+        assert torch.equal(a.dataset.users, b.dataset.users) and torch.equal(a.dataset.positions, b.dataset.positions)
+
+
+def test_test_cold_metrics_cover_exactly_the_rows_with_cold_targets(genre_source):
+    dm = datamodule(genre_source)
+    torch.manual_seed(0)
+    model = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=8, dropout=0.0))
+    (result,) = trainer().test(model, dm, verbose=False)
+    expected = ranking_metrics([10], dm.num_items)
+    model.eval()
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            cold = dm.cold_items[batch["target"]]
+            expected.update(model.score(batch["input"], batch["history"])[cold], batch["target"][cold])
+    values = expected.compute()
+    assert result["test_cold/ndcg@10"] == pytest.approx(values["ndcg@10"].item())
+    assert result["test_cold/recall@10"] == pytest.approx(values["recall@10"].item())
+    assert result["test_cold/recall@10"] != pytest.approx(result["test/recall@10"])
+
+
+def test_popularity_cannot_rank_cold_items_and_random_is_chance(genre_source):
+    dm = datamodule(genre_source)
+    (popularity,) = trainer().test(PopularityRecommender(eval_ks=[10]), dm, verbose=False)
+    assert popularity["test_cold/recall@10"] == 0 and popularity["test/recall@10"] > 0
+    L.seed_everything(0)
+    (random,) = trainer().test(RandomRecommender(eval_ks=[10], mask_history=False), dm, verbose=False)
+    assert 0.1 < random["test/recall@10"] < 0.45  # 10 of 40 items
+
+
+def test_text_and_hybrid_rank_cold_items_that_ids_cannot(genre_source, tmp_path_factory):
+    dm = datamodule(genre_source)
+    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"))
+    cache = str(tmp_path_factory.mktemp("emb") / "emb.safetensors")
+    trainer().predict(ItemTextEncoder(cache, bert, template="{title}"), datamodule=dm)
+    results = {}
+    for name, items in {
+        "id": IDItemEncoder(32),
+        "text": TextItemEncoder(cache, 32, num_experts=2, dropout=0.0, init_std=0.2),
+        "hybrid": HybridItemEncoder(cache, 32, num_experts=2, dropout=0.0, init_std=0.2),
+    }.items():
+        L.seed_everything(0)
+        model = SequentialRecommender(items, TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), lr=5e-3, warmup_steps=5)
+        fit = trainer(epochs=8)
+        fit.fit(model, dm)
+        (results[name],) = fit.test(model, dm, verbose=False)
+    cold = {name: r["test_cold/ndcg@10"] for name, r in results.items()}
+    assert cold["text"] > 0.3 and cold["hybrid"] > 0.2  # same-genre candidates: ~8 of 40 items
+    assert cold["id"] < 0.5 * min(cold["text"], cold["hybrid"])

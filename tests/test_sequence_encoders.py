@@ -1,0 +1,127 @@
+"""GRU4Rec, BERT4Rec (bidirectional transformer + masked-item objective) and the PLM over histories."""
+
+from __future__ import annotations
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from tiny_plm import save_tiny_bert
+
+from lightning_rec.data import ItemCatalog, SequenceDataModule
+from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
+from lightning_rec.encoders.gru import GRUEncoder
+from lightning_rec.encoders.plm_sequence import PLMHistoryEncoder
+from lightning_rec.tasks import SequentialRecommender
+from lightning_rec.tasks.cloze import MaskedItemObjective
+
+
+def fit_and_test(model, source, epochs: int = 10) -> dict:
+    dm = SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    return trainer.test(model, dm, verbose=False)[0]
+
+
+# -- GRU4Rec ----------------------------------------------------------------------------------------
+def test_gru_ignores_left_padding_and_the_future():
+    torch.manual_seed(0)
+    gru = GRUEncoder(8, 12, num_layers=2, dropout=0.0).eval()
+    x = torch.randn(1, 3, 8)
+    padded = torch.cat([torch.zeros(1, 4, 8), x], 1)
+    short = gru(x, torch.zeros(1, 3, dtype=torch.bool))
+    long = gru(padded, torch.tensor([[True] * 4 + [False] * 3]))
+    torch.testing.assert_close(long[:, 4:], short, atol=1e-6, rtol=1e-5)
+    assert torch.all(long[:, :4] == 0)
+    changed = x.clone()
+    changed[0, 2] = torch.randn(8)
+    after = gru(changed, torch.zeros(1, 3, dtype=torch.bool))
+    torch.testing.assert_close(after[:, :2], short[:, :2])
+    assert not torch.allclose(after[:, 2], short[:, 2])
+
+
+def test_gru4rec_learns_the_item_chain(chain_source):
+    L.seed_everything(0)
+    model = SequentialRecommender(IDItemEncoder(32, init_std=0.1), GRUEncoder(32, 32, dropout=0.0), lr=2e-2, warmup_steps=5)
+    assert fit_and_test(model, chain_source, epochs=6)["test/ndcg@10"] > 0.6
+
+
+# -- BERT4Rec ---------------------------------------------------------------------------------------
+def test_masked_item_objective_masks_real_items_only_and_targets_exactly_the_masked():
+    torch.manual_seed(0)
+    window = torch.randint(1, 50, (400, 11))
+    window[:, :3] = 0  # left padding
+    window[0, :-1] = 0  # a row with a single item
+    input, target = MaskedItemObjective(mask_prob=0.3).prepare(window[:, :-1], window[:, 1:])
+    sequence = window[:, 1:]
+    masked = target != 0
+    assert torch.equal(input, sequence.masked_fill(masked, 0))  # masked positions become the mask (0) ...
+    assert torch.equal(target[masked], sequence[masked])  # ... and are the only targets
+    assert not masked[sequence == 0].any() and masked.any(1).all()  # never padding; every row has one
+    assert abs(masked[:, 3:].float().mean().item() - 0.3) < 0.03
+    assert masked[0, -1]
+
+
+def test_masked_item_inference_appends_the_mask_position():
+    input = torch.tensor([[0, 4, 5, 6]])
+    assert MaskedItemObjective().prepare_inference(input).tolist() == [[4, 5, 6, 0]]
+
+
+def test_bert4rec_learns_the_item_chain(chain_source):
+    L.seed_everything(0)
+    model = SequentialRecommender(
+        IDItemEncoder(32), TransformerEncoder(32, 2, 2, max_len=8, dropout=0.0, causal=False), MaskedItemObjective(0.5), lr=1e-2, warmup_steps=5
+    )
+    assert fit_and_test(model, chain_source, epochs=10)["test/ndcg@10"] > 0.5
+
+
+# -- PLM over histories -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+def history_encoder(bert: str, **kwargs) -> PLMHistoryEncoder:
+    encoder = PLMHistoryEncoder(8, bert, template="{title}", dropout=0.0, **kwargs)
+    info = pd.DataFrame({"item": [1, 2, 3], "title": ["ab", "cde", "f"]})
+    encoder.build(ItemCatalog(3, info, torch.zeros(4)))
+    return encoder.eval()
+
+
+def test_history_text_is_the_recent_items_in_order_and_drops_the_oldest_tokens(bert):
+    encoder = history_encoder(bert, max_items=3, item_max_tokens=4, max_length=7)
+    tok = encoder.language_model.tokenizer
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    a, b, c, d, e, f = tok.convert_tokens_to_ids(["a", "##b", "c", "##d", "##e", "f"])
+    ids, mask = encoder.render(torch.tensor([[0, 0, 1, 3], [2, 1, 3, 2], [0, 0, 0, 0]]))
+    # row 0: "ab", "f"; row 1: the last 3 items "ab f cde" are 9 tokens, only the newest 6 fit after [CLS]
+    assert ids[0, mask[0].bool()].tolist() == [cls, a, b, sep, f, sep]
+    assert ids[1, mask[1].bool()].tolist() == [cls, f, sep, c, d, e, sep]
+    assert ids[2, mask[2].bool()].tolist() == [cls]
+    padded = encoder(torch.tensor([[0, 0, 1, 3]]), None)
+    torch.testing.assert_close(encoder(torch.tensor([[1, 3]]), None), padded)
+    assert padded.shape == (1, 1, 8)
+
+
+def test_plm_history_recommender_trains_the_language_model_on_the_last_target(bert):
+    torch.manual_seed(0)
+    encoder = PLMHistoryEncoder(8, bert, template="{title}", max_items=2, dropout=0.0)
+    model = SequentialRecommender(IDItemEncoder(8), encoder, lr=1e-2)
+    info = pd.DataFrame({"item": [1, 2, 3], "title": ["ab", "cde", "f"]})
+    model.build(ItemCatalog(3, info, torch.zeros(4)))
+    batch = {"input": torch.tensor([[0, 1, 2], [3, 1, 2]]), "target": torch.tensor([[1, 2, 3], [1, 2, 1]])}
+    model.log = lambda *args, **kwargs: None
+    loss = model.training_step(batch, 0)
+    items = model.item_encoder()
+    expected = torch.nn.functional.cross_entropy((encoder(batch["input"], None)[:, 0] @ items.T)[:, 1:], torch.tensor([3, 1]) - 1)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert encoder.language_model.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
