@@ -223,15 +223,19 @@ def greedy_return(world, checkpoint_or_agent) -> float:
 PPO = "{class_path: lightning_rec.rl.PPO, init_args: {epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0}}"
 
 
-def test_ppo_finds_the_known_best_policy(world):
+@pytest.fixture(scope="module")
+def ppo_checkpoint(world) -> str:
+    root, data, pretrained, simulator = world
+    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=PPO, lr=0.003)
+    return run_cli(root / "ppo", data, model, epochs=12, batch_size=512)
+
+
+def test_ppo_finds_the_known_best_policy(world, ppo_checkpoint):
     from lightning_rec.rl.agents import PopularityAgent
 
-    root, data, pretrained, simulator = world
     best = greedy_return(world, PopularityAgent((torch.arange(NUM_ITEMS + 1) > LOW).float()))
-    before = greedy_return(world, pretrained)
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=PPO, lr=0.003)
-    tuned = run_cli(root / "ppo", data, model, epochs=12, batch_size=512)
-    after = greedy_return(world, tuned)
+    before = greedy_return(world, world[2])
+    after = greedy_return(world, ppo_checkpoint)
     print(f"return: pretrained {before:.3f}  PPO {after:.3f}  best {best:.3f}")
     assert best > before + 0.5
     assert after > before + 0.6 * (best - before)
@@ -257,3 +261,37 @@ def test_policy_checks_its_state_fits_the_encoder(world):
     _, _, pretrained, simulator = world
     with pytest.raises(ValueError, match="exceeds the pretrained encoder's max_len"):
         PolicyFineTuner(pretrained, simulator, PPO(), UserBehaviour(max_steps=10), context_len=8)
+
+
+EVALUATION = """class_path: lightning_rec.tasks.policy_evaluation.PolicyEvaluation
+  init_args:
+    simulator: {simulator}
+    supervised: {pretrained}
+    policies: {{ppo: {ppo}}}
+    behaviour: {{class_path: lightning_rec.rl.UserBehaviour, init_args: {{max_steps: 3, initial_patience: 2.0}}}}
+    slate_size: 4
+    context_len: 8
+    episodes_per_user: 2
+    output_dir: {out}"""
+
+
+def test_evaluation_table_ranks_the_policies_and_writes_its_files(world, ppo_checkpoint, capsys):
+    import pandas as pd
+
+    from lightning_rec.cli import main
+
+    root, data, pretrained, simulator = world
+    out = root / "evaluation"
+    out.mkdir()
+    config = out / "config.yaml"
+    model = EVALUATION.format(simulator=simulator, pretrained=pretrained, ppo=ppo_checkpoint, out=out)
+    config.write_text(PRETRAIN.format(data=data, model=model, epochs=1, out=out, batch_size=32))
+    main(["test", "-c", str(config)])
+    table = pd.read_csv(out / "table.csv").set_index("policy")
+    assert list(table.index) == ["random", "popularity", "supervised", "ppo"]
+    assert {"return", "ctr", "length", "coverage", "test_recall@10", "test_ndcg@10"} <= set(table.columns)
+    assert table.loc["ppo", "return"] > table.loc["supervised", "return"] + 0.5
+    assert ((table["ctr"] >= 0) & (table["ctr"] <= 1) & (table["length"] <= 3)).all()
+    assert table.loc["popularity", "coverage"] < table.loc["random", "coverage"]
+    assert (out / "reward_curves.png").stat().st_size > 0 and "| ppo |" in (out / "table.md").read_text()
+    assert "ppo" in capsys.readouterr().out

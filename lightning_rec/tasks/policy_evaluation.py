@@ -1,0 +1,101 @@
+"""PolicyEvaluation: every policy in the evaluation environment and on the offline test split.
+
+    lightning-rec test -c configs/rl-evaluation-ml-latest-small.yaml
+
+Online: random, popularity, the supervised (pretrained) recommender and each named RL policy play
+`episodes_per_user` episodes per user of the simulator's evaluation environment (the users and
+weights no policy was trained on), greedily (top-K of their scores, consumed and already shown
+items masked), with the same random clicks for every policy. Offline: Recall/NDCG on the test
+split, history masked, for the same policies. One table: printed, logged (test/<policy>/<metric>,
+plus a table and the figure where the logger takes them, as W&B's does) and written to
+`output_dir` as table.csv, table.md and reward_curves.png.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import pandas as pd
+import torch
+
+from lightning_rec.metrics import ranking_metrics
+from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.report import online_metrics, reward_curve, write_report
+from lightning_rec.rl.rollout import rollout
+from lightning_rec.tasks.policy import load_recommender
+from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+
+class PolicyEvaluation(L.LightningModule):
+    """Runs under `lightning-rec test` with the SequenceDataModule the policies were trained on.
+
+    `supervised` is the pretraining checkpoint; `policies` maps names to PolicyFineTuner (or any
+    recommender) checkpoints. `behaviour`, `slate_size` and `context_len` should be those the RL
+    policies were trained with.
+    """
+
+    def __init__(
+        self,
+        simulator: str,
+        supervised: str,
+        policies: dict[str, str] | None = None,
+        behaviour: UserBehaviour | None = None,
+        slate_size: int = 10,
+        context_len: int = 30,
+        episodes_per_user: int = 4,
+        seed: int = 0,
+        ks: list[int] = [10],
+        output_dir: str = "outputs/rl-evaluation",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.behaviour = behaviour if behaviour is not None else UserBehaviour()
+        paths = {"supervised": supervised, **(policies or {})}
+        self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        self.popularity = datamodule.train_item_counts()
+        num_items = datamodule.data.num_items
+        names = ["random", "popularity", *self.recommenders]
+        self.metrics = torch.nn.ModuleDict({name: ranking_metrics(self.hparams.ks, num_items, prefix="") for name in names})
+        self.offline_generator = torch.Generator().manual_seed(self.hparams.seed)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        history = batch["history"]
+        offline = {
+            "random": torch.rand(len(history), len(self.popularity), generator=self.offline_generator).to(self.device),
+            "popularity": self.popularity.to(self.device).expand(len(history), -1).clone(),
+        }
+        for scores in offline.values():
+            scores[:, 0] = float("-inf")
+            scores.scatter_(1, history, float("-inf"))
+        offline.update({name: recommender.score(batch["input"], history) for name, recommender in self.recommenders.items()})
+        for name, scores in offline.items():
+            self.metrics[name].update(scores, batch["target"])
+
+    def on_test_epoch_end(self) -> None:
+        datamodule = self.trainer.datamodule
+        data, hp = datamodule.data, self.hparams
+        simulation = SimulatorTraining.load_from_checkpoint(hp.simulator, map_location=self.device, weights_only=False)
+        env = simulation.environment("eval", data, datamodule.split.train_end, self.behaviour, hp.seed)
+        users = env.users.repeat(hp.episodes_per_user)
+        agents: dict[str, SlateAgent] = {"random": RandomAgent(data.num_items, hp.seed), "popularity": PopularityAgent(self.popularity.to(self.device))}
+        agents.update({name: RecommenderAgent(recommender, hp.context_len, self.behaviour.max_steps) for name, recommender in self.recommenders.items()})
+        rows, curves = [], {}
+        for name, agent in agents.items():
+            env.seed(hp.seed)  # the same random clicks for every policy
+            episodes = rollout(env, agent, users, slate_size=hp.slate_size)
+            offline = {key: float(value) for key, value in self.metrics[name].compute().items() if key.split("@")[0] in ("recall", "ndcg")}
+            rows.append({"policy": name, **online_metrics(episodes, data.num_items), **{f"test_{key}": value for key, value in offline.items()}})
+            curves[name] = reward_curve(episodes, self.behaviour.max_steps)
+        table = pd.DataFrame(rows)
+        paths = write_report(table, curves, hp.output_dir)
+        print(f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}")
+        print(f"Written: {', '.join(map(str, paths.values()))}")
+        self.log_dict({f"test/{row['policy']}/{key}": value for row in rows for key, value in row.items() if key != "policy"})
+        logger = self.logger
+        if hasattr(logger, "log_table"):
+            logger.log_table(key="rl/evaluation", dataframe=table)
+        if hasattr(logger, "log_image"):
+            logger.log_image(key="rl/reward_curves", images=[str(paths["png"])])
