@@ -80,7 +80,8 @@ def random_tasks(num_tasks: int = 3, num_items: int = 12, seed: int = 0) -> Task
     support_input[:, :, :2] = 0
     support_target = torch.randint(1, num_items + 1, (num_tasks, 2, 5), generator=g) * (support_input != 0)
     query_input = torch.randint(1, num_items + 1, (num_tasks, 4, 6), generator=g)
-    return TaskBatch(support_input, support_target, query_input, query_input, torch.randint(1, num_items + 1, (num_tasks, 4), generator=g))
+    none = torch.full((num_tasks,), -1)
+    return TaskBatch(support_input, support_target, query_input, query_input, torch.randint(1, num_items + 1, (num_tasks, 4), generator=g), none, torch.zeros(num_tasks, dtype=torch.long), torch.arange(num_tasks))
 
 
 # -- segments and tasks ----------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def test_segment_tasks_and_sampling_stay_inside_the_segment(groups_source):
     with pytest.raises(ValueError, match="empty segment"):
         segments.sample(torch.tensor([2]), 1)
     users = torch.tensor([[0, 1]])
-    tasks = segment_tasks(data, users, torch.tensor([[4, 5]]), torch.tensor([[2, -1]]), torch.tensor([[6, 1]]), window=3)
+    tasks = segment_tasks(data, torch.tensor([0]), users, torch.tensor([[4, 5]]), torch.tensor([[2, -1]]), torch.tensor([[6, 1]]), window=3)
     events = data.user_history(1)
     assert tasks.support_input[0, 1].tolist() == events[1:4].tolist() and tasks.support_target[0, 1].tolist() == events[2:5].tolist()
     assert tasks.query_target[0].tolist() == [data.user_history(2)[6].item(), 0]  # user -1 is a padding row
@@ -286,8 +287,80 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
     results = trainer.test(model, dm, verbose=False)[0]
     assert results["test/cold_start/k3/meta_adapted_ndcg@10"] > 1.5 * results["test/cold_start/k3/plain_adapted_ndcg@10"] + 0.05
     table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
-    assert table.tasks.tolist() == ["cold_start/k1", "cold_start/k3", "segment/held_out"]
-    assert (tmp_path / "meta" / "adaptation_curves.png").stat().st_size > 0
+    assert table.tasks.tolist() == ["cold_start/k1", "cold_start/k3", "segment/held_out"] and set(table.metric) == {"ndcg@10"}
+    assert (tmp_path / "meta" / "adaptation_curves_ndcg10.png").stat().st_size > 0
     trainer.predict(model, dm)
     online = pd.read_csv(tmp_path / "meta" / "online_summary.csv").set_index("policy")["mean_ndcg@10"]
     assert online["meta/adapted"] > online["meta/static"] and online["meta/adapted"] > online["plain/adapted"]
+
+
+# -- the simulator as the tasks' environment -------------------------------------------------------
+@pytest.fixture(scope="module")
+def simulator_path(groups_source, tmp_path_factory) -> str:
+    from lightning_rec.rl import LoggedDataModule, ResponseModel
+    from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+    L.seed_everything(0)
+    module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
+    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, LoggedDataModule(groups_source, max_len=8, batch_size=32, cache_dir=None))
+    path = str(tmp_path_factory.mktemp("simulator") / "simulator.ckpt")
+    trainer.save_checkpoint(path)
+    return path
+
+
+def attached_environment(groups_source, simulator_path, **kwargs):
+    from lightning_rec.meta.environment import TaskEnvironment
+
+    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2], test_ks=[2], val_k=2, num_query=3, support_windows=3, segment_window=6, segment_query=4)
+    dm.setup()
+    environment = TaskEnvironment(simulator_path, slate_size=3, **kwargs)
+    environment.attach(dm.data, dm.split.train_end, dm.assignment, torch.cat([dm.users["val"], dm.users["test"]]))
+    return dm, environment
+
+
+def test_environment_plays_each_segment_with_its_own_members_and_evaluates_reproducibly(groups_source, simulator_path):
+    dm, environment = attached_environment(groups_source, simulator_path, episodes=5)
+    tasks = dm.held_out_segment_tasks()
+    users, starts = environment._players("eval", tasks, torch.Generator().manual_seed(0))
+    assert users.shape == (1, 5) and starts is None
+    assert (dm.assignment[users] == dm.held_out[0]).all() and environment.simulators["eval"].allowed[users].all()
+    assert not torch.isin(users, torch.cat([dm.users["val"], dm.users["test"]])).any()
+    policy = AdaptivePolicy(tiny_recommender(dm.data.num_items, 8, 1, 50)).eval()
+    loop = InnerLoop(policy, policy.adapted_names("all"), 1, 0.1, environment=environment)
+    first, second = loop.returns(loop.adapt(tasks), tasks), loop.returns(loop.adapt(tasks), tasks)
+    assert first.shape == (1, 5) and torch.equal(first, second)  # greedy evaluation: same users, same dice
+    cold = cold_start_tasks(dm.data, dm.users["test"][:6], torch.full((6,), 2), 3, 2)
+    rows = environment.task_rows("eval", cold)
+    assert torch.equal(rows, environment.simulators["eval"].allowed[cold.user])
+    assert loop.returns(loop.adapt(cold), cold).shape == (int(rows.sum()), 1)
+
+
+def test_reinforce_loss_raises_the_log_probability_of_slates_with_positive_advantage(groups_source, simulator_path):
+    dm, environment = attached_environment(groups_source, simulator_path, temperature=2.0)
+    policy = AdaptivePolicy(tiny_recommender(dm.data.num_items, 8, 1, 50)).eval()
+    loop = InnerLoop(policy, policy.adapted_names("all"), 1, 0.1, loss="policy_gradient", environment=environment)
+    adapted, frozen = loop.split()
+    histories = torch.tensor([[0, 3, 4], [5, 6, 7]])
+    slates = torch.tensor([[8, 9], [10, 0]])
+    advantages = torch.tensor([2.0, -1.0])
+    loss = loop._reinforce(adapted, frozen, histories, slates, advantages)
+    log_probs = torch.log_softmax(policy(histories) / 2.0, dim=-1)
+    expected = -(2.0 * (log_probs[0, 8] + log_probs[0, 9]) - 1.0 * log_probs[1, 10]) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(groups_source, simulator_path, tmp_path):
+    from lightning_rec.meta.environment import TaskEnvironment
+
+    L.seed_everything(0)
+    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[2], test_ks=[2], val_k=2, num_query=3, tasks_per_batch=4, segment_tasks_per_epoch=4, support_windows=3, segment_window=6, segment_query=4)
+    environment = TaskEnvironment(simulator_path, slate_size=3, episodes=4)
+    model = MetaPolicyOptimizer(recommender=tiny_recommender(dm.num_items, 8, 1, 50), head=UserHead(), adapt="head", inner_steps=1, inner_lr=0.1, inner_loss="policy_gradient", environment=environment, curve_steps=1)
+    trainer = L.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
+    returns = table[table.metric == "return"][["plain_before", "meta_before", "plain_adapted", "meta_adapted"]]
+    assert set(table.metric) == {"ndcg@10", "return"} and len(returns) == 2 and (returns >= 0).all().all()
+    assert (tmp_path / "meta" / "adaptation_curves_return.png").exists()

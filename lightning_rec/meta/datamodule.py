@@ -26,8 +26,7 @@ class FixedTaskDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> TaskBatch:
         idx = torch.as_tensor(indices)
-        t = self.tasks
-        return TaskBatch(t.support_input[idx], t.support_target[idx], t.query_input[idx], t.query_history[idx], t.query_target[idx], t.name)
+        return self.tasks.apply(lambda t: t[idx])
 
 
 class OnlineReplayDataset(Dataset):
@@ -122,7 +121,7 @@ class MetaDataModule(SequenceDataModule):
             return genre_taste(self.data, self.split.train_end)
         from lightning_rec.tasks.recommender import SequentialRecommender
 
-        recommender = SequentialRecommender.load_from_checkpoint(self.hparams.encoder_checkpoint, map_location="cpu")
+        recommender = SequentialRecommender.load_from_checkpoint(self.hparams.encoder_checkpoint, map_location="cpu", weights_only=False)
         states = encoder_states(recommender, self.data, self.split.train_end, self.hparams.segment_window)
         return torch.nn.functional.normalize(states, dim=1)
 
@@ -168,7 +167,7 @@ class MetaDataModule(SequenceDataModule):
         test_position[self.split.test_users] = self.split.test_positions
         query_positions = torch.where(query_users >= 0, test_position[query_users.clamp(min=0)], 1)
         query_users = torch.where(query_positions > 0, query_users, -1)  # users without a test event
-        return segment_tasks(self.data, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), hp.segment_window, "segment/held_out")
+        return segment_tasks(self.data, self.held_out, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), hp.segment_window, "segment/held_out")
 
     def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False) -> DataLoader:
         size = self.hparams.eval_tasks_per_batch if eval else self.hparams.tasks_per_batch

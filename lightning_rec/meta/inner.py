@@ -2,47 +2,75 @@
 
 Parameters are plain tensors passed to `torch.func.functional_call`, the adapted ones with a leading
 task dimension and `vmap`-ed, so no task ever deep-copies the model and the module's own parameters
-(the meta-parameters) are only read.
+(the meta-parameters) are only read. The support loss is the supervised next-item loss, or, with an
+environment, a REINFORCE loss on episodes each task's adapted policy plays in the "train" simulator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 from torch.func import functional_call, grad, vmap
 
+from lightning_rec.meta.environment import Episodes, TaskEnvironment
 from lightning_rec.meta.policy import AdaptivePolicy
 from lightning_rec.meta.tasks import TaskBatch
 
 Params = dict[str, torch.Tensor]
+InnerLoss = Literal["next_item", "policy_gradient"]
 
 
 class InnerLoop:
     """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`."""
 
-    def __init__(self, policy: AdaptivePolicy, names: list[str], steps: int, lr: float):
+    def __init__(self, policy: AdaptivePolicy, names: list[str], steps: int, lr: float, loss: InnerLoss = "next_item", environment: TaskEnvironment | None = None):
         if steps < 0 or lr < 0:
             raise ValueError(f"inner loop needs steps >= 0 and lr >= 0, got steps={steps}, lr={lr}")
+        if loss == "policy_gradient" and environment is None:
+            raise ValueError("the policy-gradient inner loss needs an environment (a simulator checkpoint)")
         self.policy, self.names, self.steps, self.lr = policy, list(names), steps, lr
+        self.loss, self.environment = loss, environment
 
     def split(self) -> tuple[Params, Params]:
         """(adapted, frozen) views of the policy's current parameters, still attached to autograd."""
         params = dict(self.policy.named_parameters())
         return {n: params[n] for n in self.names}, {n: p for n, p in params.items() if n not in self.names}
 
-    def _loss(self, fast: Params, frozen: Params, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # -- losses of one task (vmapped over tasks) ---------------------------------------------------
+    def _next_item(self, fast: Params, frozen: Params, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return functional_call(self.policy, (fast, frozen), (input, target))
 
-    def _task_loss(self, with_query: bool):
+    def _supervised(self, with_query: bool):
         def loss(fast, frozen, support_input, support_target, query_input, query_target):
-            value = self._loss(fast, frozen, support_input, support_target)
+            value = self._next_item(fast, frozen, support_input, support_target)
             if with_query:
-                value = value + self._loss(fast, frozen, query_input, query_target)
+                value = value + self._next_item(fast, frozen, query_input, query_target)
             return value
 
         return loss
 
+    def _reinforce(self, fast: Params, frozen: Params, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+        """-sum advantage * log-probability of each shown slate item, per live step [M, ...]."""
+        scores = functional_call(self.policy, (fast, frozen), (histories,))
+        log_probs = torch.log_softmax(scores / self.environment.temperature, dim=-1).gather(1, slates)
+        log_probs = log_probs.masked_fill(slates == 0, 0.0)
+        return -(advantages * log_probs.sum(1)).sum() / (advantages != 0).sum().clamp(min=1)
+
+    def _episodes(self, fast: Params, tasks: TaskBatch, environment: str, explore: bool) -> Episodes:
+        _, frozen = self.split()
+        act = vmap(lambda f, h: functional_call(self.policy, (f, frozen), (h,)), randomness="different")
+        return self.environment.play(environment, tasks, lambda histories: act(fast, histories), explore)
+
+    def _reinforce_inputs(self, episodes: Episodes) -> tuple[torch.Tensor, ...]:
+        t, u, s = episodes.alive.shape
+        return (episodes.histories.view(t, u * s, -1), episodes.slates.view(t, u * s, -1), episodes.advantages(self.environment.discount).view(t, u * s))
+
+    def _in_environment(self, tasks: TaskBatch) -> bool:
+        return self.loss == "policy_gradient" and bool((tasks.segment >= 0).all())
+
+    # -- the loop ----------------------------------------------------------------------------------
     def fast_weights(self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False) -> Iterator[Params]:
         """Adapted parameters [T, ...] before the first step and after each of `steps` (default
         self.steps) steps on the support set (and the query rows too when `with_query`, as Reptile's
@@ -50,10 +78,14 @@ class InnerLoop:
         adapted, frozen = self.split()
         frozen = {n: p.detach() for n, p in frozen.items()}
         fast = {n: p.detach().expand(len(tasks), *p.shape) for n, p in adapted.items()}
-        step = vmap(grad(self._task_loss(with_query)), in_dims=(0, None, 0, 0, 0, 0), randomness="different")
+        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, 0, 0, 0, 0), randomness="different")
+        reinforce = vmap(grad(self._reinforce), in_dims=(0, None, 0, 0, 0), randomness="different")
         yield fast
         for _ in range(self.steps if steps is None else steps):
-            grads = step(fast, frozen, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
+            if self._in_environment(tasks):
+                grads = reinforce(fast, frozen, *self._reinforce_inputs(self._episodes(fast, tasks, "train", explore=True)))
+            else:
+                grads = supervised(fast, frozen, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
             fast = {n: fast[n] - self.lr * grads[n] for n in fast}
             yield fast
 
@@ -65,10 +97,13 @@ class InnerLoop:
 
     def query_loss(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
         """Per-task query loss [T] at the given adapted parameters, differentiable with respect to
-        them and to the policy's own (non-adapted) parameters."""
+        them and to the policy's own (non-adapted) parameters: the next-item loss on the query rows,
+        or the REINFORCE loss of fresh episodes in the "train" simulator."""
         _, frozen = self.split()
-        loss = vmap(self._loss, in_dims=(0, None, 0, 0), randomness="different")
-        return loss(fast, frozen, tasks.query_input, tasks.query_target)
+        if self._in_environment(tasks):
+            inputs = self._reinforce_inputs(self._episodes({n: w.detach() for n, w in fast.items()}, tasks, "train", explore=True))
+            return vmap(self._reinforce, in_dims=(0, None, 0, 0, 0), randomness="different")(fast, frozen, *inputs)
+        return vmap(self._next_item, in_dims=(0, None, 0, 0), randomness="different")(fast, frozen, tasks.query_input, tasks.query_target)
 
     @torch.no_grad()
     def query_scores(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
@@ -76,3 +111,10 @@ class InnerLoop:
         _, frozen = self.split()
         scores = vmap(lambda f, i, h: functional_call(self.policy, (f, frozen), (i, None, h)), randomness="different")
         return scores(fast, tasks.query_input, tasks.query_history)
+
+    @torch.no_grad()
+    def returns(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
+        """Return of greedy episodes in the "eval" simulator [T, U] (tasks it can play only)."""
+        rows = self.environment.task_rows("eval", tasks)
+        episodes = self._episodes({n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", explore=False)
+        return episodes.returns

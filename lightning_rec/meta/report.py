@@ -7,22 +7,21 @@ from pathlib import Path
 import pandas as pd
 
 
-def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
-    """One row per task set: NDCG@10 before adaptation and after `steps` inner steps, from the
-    plain pretrained start and from the meta-learned start, and the ratio of the two adapted ones.
-    `curves` has columns tasks, start ("plain" | "meta"), step, ndcg@10."""
-    wide = curves.pivot_table(index=["tasks", "step"], columns="start", values="ndcg@10").reset_index()
-    before, after = wide[wide.step == 0].set_index("tasks"), wide[wide.step == steps].set_index("tasks")
-    table = pd.DataFrame(
-        {
-            "plain_before": before["plain"],
-            "meta_before": before["meta"],
-            "plain_adapted": after["plain"],
-            "meta_adapted": after["meta"],
-        }
-    )
+def adaptation_table(curves: pd.DataFrame, steps: int, metrics: list[str]) -> pd.DataFrame:
+    """One row per task set and metric: the value before adaptation and after `steps` inner steps,
+    from the plain pretrained start and from the meta-learned start, and the ratio of the two
+    adapted ones. `curves` has columns tasks, start ("plain" | "meta"), step and the metrics."""
+    rows = []
+    for tasks in dict.fromkeys(curves.tasks):  # first-seen order
+        for metric in metrics:
+            rows_of = curves[(curves.tasks == tasks) & curves[metric].notna()]
+            if rows_of.empty:
+                continue
+            value = rows_of.set_index(["start", "step"])[metric]
+            rows.append((tasks, metric, value["plain", 0], value["meta", 0], value["plain", steps], value["meta", steps]))
+    table = pd.DataFrame(rows, columns=["tasks", "metric", "plain_before", "meta_before", "plain_adapted", "meta_adapted"])
     table["meta_vs_plain_adapted"] = table.meta_adapted / table.plain_adapted
-    return table.reset_index()
+    return table
 
 
 def plot_curves(frame: pd.DataFrame, x: str, y: str, panel: str, line: str, path: Path, xlabel: str, title: str) -> None:

@@ -20,17 +20,27 @@ from lightning_rec.data.preprocess import SequenceData
 
 @dataclasses.dataclass
 class TaskBatch:
-    """T tasks. `name` groups tasks for reporting (e.g. "cold_start/k5", "segment")."""
+    """T tasks. `name` groups tasks for reporting (e.g. "cold_start/k5", "segment/held_out")."""
 
     support_input: torch.Tensor  # LongTensor[T, S, W], left-padded
     support_target: torch.Tensor  # LongTensor[T, S, W], next item at each position, 0 = none
     query_input: torch.Tensor  # LongTensor[T, Q, L], left-padded
     query_history: torch.Tensor  # LongTensor[T, Q, H], items to mask from the ranking
     query_target: torch.Tensor  # LongTensor[T, Q], 0 = no query row
+    user: torch.Tensor  # LongTensor[T]: a cold-start task's user, -1 for segment tasks
+    start: torch.Tensor  # LongTensor[T]: events a cold-start task knows (its k), 0 for segment tasks
+    segment: torch.Tensor  # LongTensor[T]: a segment task's segment, -1 for cold-start tasks
     name: str = "tasks"
 
     def __len__(self) -> int:
         return len(self.query_target)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"]
+
+    def apply(self, fn) -> "TaskBatch":
+        """The same tasks with `fn` applied to every tensor (e.g. row selection, clone)."""
+        return TaskBatch(*(fn(t) for t in self.tensors()), self.name)
 
 
 def _windows(data: SequenceData, starts: torch.Tensor, ends: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,12 +67,16 @@ def cold_start_tasks(data: SequenceData, users: torch.Tensor, k: torch.Tensor, n
         query_input,
         query_input,  # the window holds every earlier event of the user
         data.items[ends] * present,
+        users,
+        k,
+        torch.full_like(users, -1),
         name,
     )
 
 
 def segment_tasks(
     data: SequenceData,
+    segments: torch.Tensor,
     support_users: torch.Tensor,
     support_ends: torch.Tensor,
     query_users: torch.Tensor,
@@ -70,7 +84,7 @@ def segment_tasks(
     window: int,
     name: str = "segment",
 ) -> TaskBatch:
-    """Tasks from a segment's logged behaviour: support windows [T, S] of `window` events ending
+    """Tasks from segments' logged behaviour: support windows [T, S] of `window` events ending
     (exclusive) at per-user positions `support_ends`, query rows [T, Q] at `query_positions` with the
     `window` events before as input and every earlier event as history. Query users -1 are padding."""
     present = query_users >= 0
@@ -82,7 +96,8 @@ def segment_tasks(
     query_input = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), window).view(*query_users.shape, window)
     history_len = max(int(query_positions.max()), 1)
     query_history = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), history_len).view(*query_users.shape, history_len)
-    return TaskBatch(support_input, support_target, query_input, query_history, data.items[q_ends] * present, name)
+    none = torch.full_like(segments, -1)
+    return TaskBatch(support_input, support_target, query_input, query_history, data.items[q_ends] * present, none, torch.zeros_like(segments), segments, name)
 
 
 class ColdStartTaskDataset(Dataset):
@@ -140,4 +155,4 @@ class SegmentTaskDataset(Dataset):
         # support windows end anywhere in the training prefix; query rows predict events 1.. of it
         support_ends = 1 + (torch.rand(support_users.shape) * self.train_end[support_users]).long()
         query_positions = 1 + (torch.rand(query_users.shape) * (self.train_end[query_users] - 1)).long()
-        return segment_tasks(self.data, support_users, support_ends, query_users, query_positions, self.window)
+        return segment_tasks(self.data, chosen, support_users, support_ends, query_users, query_positions, self.window)

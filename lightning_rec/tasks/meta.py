@@ -11,8 +11,9 @@ import torch
 
 from lightning_rec.data.datamodule import ItemCatalog
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm
+from lightning_rec.meta.environment import TaskEnvironment
 from lightning_rec.meta.heads import StateHead
-from lightning_rec.meta.inner import InnerLoop
+from lightning_rec.meta.inner import InnerLoop, InnerLoss
 from lightning_rec.meta.policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.report import adaptation_table, plot_curves, publish
 from lightning_rec.meta.tasks import TaskBatch
@@ -30,13 +31,15 @@ class MetaPolicyOptimizer(L.LightningModule):
     """First-order meta-learning (FOMAML or Reptile, chosen in YAML) of a pretrained recommender.
 
     Each training step takes a meta-batch of tasks (cold-start users, user segments; see
-    MetaDataModule), adapts `adapt` parameters with `inner_steps` SGD steps at `inner_lr` on every
-    task's support set (all tasks at once, through torch.func), and steps the outer optimizer on
-    the algorithm's meta-gradient. Validation reports NDCG@10 on held-out users' query events after
-    adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the plain
-    pretrained start and the meta-learned start before and after the same adaptation, and writes
-    the table and adaptation curves. Predict replays test users' events in time order, adapting
-    between them, against the same policies without adaptation.
+    MetaDataModule), adapts the `adapt` parameters with `inner_steps` SGD steps at `inner_lr` on
+    every task's support set (all tasks at once, through torch.func) with the next-item loss or,
+    given an `environment`, `inner_loss: policy_gradient` in the simulator, and steps the outer
+    optimizer on the algorithm's meta-gradient. Validation reports NDCG@10 on held-out users' query
+    events after adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the
+    plain pretrained start and the meta-learned start before and after the same adaptation (NDCG@10
+    on query events, and with an environment the return in its "eval" simulator), and writes the
+    table and adaptation curves. Predict replays test users' events in time order, adapting between
+    them, against the same policies without adaptation.
 
     The start is `checkpoint` (a SequentialRecommender checkpoint, as `lightning-rec fit` writes)
     or `recommender` (sized from the data if not built); a frozen copy of it is kept as the plain
@@ -53,6 +56,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         num_top_layers: int = 1,
         inner_steps: int = 3,
         inner_lr: float = 0.1,
+        inner_loss: InnerLoss = "next_item",
+        environment: TaskEnvironment | None = None,
         curve_steps: int | None = None,
         meta_lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -60,13 +65,16 @@ class MetaPolicyOptimizer(L.LightningModule):
         eval_k: int = 10,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["recommender"])  # saved as weights; the head and algorithm rebuild from hparams
+        self.save_hyperparameters(ignore=["recommender"])  # saved as weights; the rest rebuilds from hparams
         if (checkpoint is None) == (recommender is None):
             raise ValueError("give exactly one of checkpoint (a pretraining checkpoint path) or recommender")
+        if inner_loss == "policy_gradient" and environment is None:
+            raise ValueError("inner_loss='policy_gradient' needs an environment (a simulator checkpoint)")
         if checkpoint is not None:
-            recommender = SequentialRecommender.load_from_checkpoint(checkpoint, map_location="cpu")
+            recommender = SequentialRecommender.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
         self.policy = AdaptivePolicy(recommender, head)
         self.algorithm = algorithm if algorithm is not None else FOMAML()
+        self.environment = environment
         self.automatic_optimization = False
         if recommender.item_encoder.is_built:
             self._build()
@@ -75,14 +83,19 @@ class MetaPolicyOptimizer(L.LightningModule):
     def _build(self) -> None:
         """The frozen plain copy of the (built) policy, and an inner loop for each."""
         self.plain = copy.deepcopy(self.policy).requires_grad_(False)
-        names = self.policy.adapted_names(self.hparams.adapt, self.hparams.num_top_layers)
-        self.inner = InnerLoop(self.policy, names, self.hparams.inner_steps, self.hparams.inner_lr)
-        self.plain_inner = InnerLoop(self.plain, names, self.hparams.inner_steps, self.hparams.inner_lr)
+        hp = self.hparams
+        names = self.policy.adapted_names(hp.adapt, hp.num_top_layers)
+        self.inner = InnerLoop(self.policy, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
+        self.plain_inner = InnerLoop(self.plain, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
 
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
         if not hasattr(self, "plain"):
-            self.policy.recommender.build(self.trainer.datamodule.catalog)
+            self.policy.recommender.build(datamodule.catalog)
             self._build()
+        if self.environment is not None:
+            evaluation_users = torch.cat([datamodule.users["val"], datamodule.users["test"]])
+            self.environment.attach(datamodule.data, datamodule.split.train_end, datamodule.assignment, evaluation_users)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["num_items"] = self.policy.recommender.num_items
@@ -119,52 +132,61 @@ class MetaPolicyOptimizer(L.LightningModule):
         return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.meta_lr, weight_decay=self.hparams.weight_decay)
 
     # -- evaluation --------------------------------------------------------------------------------
-    def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int) -> list[torch.Tensor]:
-        """NDCG@k of every query row [M] before adaptation and after each of `steps` inner steps.
-        Runs with autograd on even inside Lightning's inference mode (the inner loop needs it)."""
+    def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False) -> list[dict[str, torch.Tensor]]:
+        """Per inner step 0..steps: NDCG@k of every query row, and (`returns`) the return of each
+        episode in the eval simulator. Runs with autograd on even inside Lightning's inference
+        mode (the inner loop needs it)."""
         with torch.inference_mode(False), torch.enable_grad():
-            tasks = TaskBatch(*(t.clone() for t in (tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_history, tasks.query_target)), tasks.name)
+            tasks = tasks.apply(torch.clone)
             present = tasks.query_target != 0
-            return [
-                _ndcg(loop.query_scores(fast, tasks)[present], tasks.query_target[present], self.hparams.eval_k)
-                for fast in loop.fast_weights(tasks, steps)
-            ]
+            curve = []
+            for fast in loop.fast_weights(tasks, steps):
+                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks)[present], tasks.query_target[present], self.hparams.eval_k)}
+                if returns:
+                    point["return"] = loop.returns(fast, tasks).flatten()
+                curve.append(point)
+            return curve
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
         curve = self._curve(self.inner, batch, self.hparams.inner_steps)
         k = self.hparams.eval_k
-        self.log(f"val/ndcg@{k}_before", curve[0].mean(), batch_size=len(curve[0]), sync_dist=True)
-        self.log(f"val/ndcg@{k}", curve[-1].mean(), prog_bar=True, batch_size=len(curve[-1]), sync_dist=True)
+        for name, point in ((f"val/ndcg@{k}_before", curve[0]), (f"val/ndcg@{k}", curve[-1])):
+            self.log(name, point["ndcg"].mean(), prog_bar=True, batch_size=len(point["ndcg"]), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._test_sums: dict[tuple[str, str, int], torch.Tensor] = {}
 
     def test_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        returns = self.environment is not None
         for start, loop in (("plain", self.plain_inner), ("meta", self.inner)):
-            for step, ndcg in enumerate(self._curve(loop, batch, self.curve_steps)):
+            for step, point in enumerate(self._curve(loop, batch, self.curve_steps, returns)):
+                values = [point["ndcg"], point.get("return", point["ndcg"][:0])]
+                sums = torch.stack([x for v in values for x in (v.sum(), torch.tensor(float(len(v)), device=v.device))])
                 key = (batch.name, start, step)
-                self._test_sums[key] = self._test_sums.get(key, 0) + torch.stack([ndcg.sum(), torch.tensor(float(len(ndcg)), device=ndcg.device)])
+                self._test_sums[key] = self._test_sums.get(key, 0) + sums
 
     def on_test_epoch_end(self) -> None:
         keys = list(self._test_sums)
         sums = self.all_gather(torch.stack([self._test_sums[key] for key in keys]))
         sums = sums.sum(0) if sums.ndim == 3 else sums
         k = self.hparams.eval_k
-        curves = pd.DataFrame(
-            [(name, start, step, (s[0] / s[1].clamp(min=1)).item()) for (name, start, step), s in zip(keys, sums)],
-            columns=["tasks", "start", "step", f"ndcg@{k}"],
-        )
-        table = adaptation_table(curves.rename(columns={f"ndcg@{k}": "ndcg@10"}), self.hparams.inner_steps)
+        means = torch.stack([sums[:, 0] / sums[:, 1].clamp(min=1), torch.where(sums[:, 3] > 0, sums[:, 2] / sums[:, 3].clamp(min=1), torch.nan)], 1)
+        curves = pd.DataFrame([(*key, *m.tolist()) for key, m in zip(keys, means)], columns=["tasks", "start", "step", f"ndcg@{k}", "return"])
+        curves = curves.dropna(axis=1, how="all")
+        metrics = [m for m in (f"ndcg@{k}", "return") if m in curves.columns]
+        table = adaptation_table(curves, self.hparams.inner_steps, metrics)
         for row in table.itertuples(index=False):
             for column in ("plain_before", "meta_before", "plain_adapted", "meta_adapted"):
-                self.log(f"test/{row.tasks}/{column}_ndcg@{k}", float(getattr(row, column)))
+                self.log(f"test/{row.tasks}/{column}_{row.metric}", float(getattr(row, column)), add_dataloader_idx=False)
         if self.trainer.is_global_zero:
             directory = self._report_dir()
-            png = directory / "adaptation_curves.png"
             directory.mkdir(parents=True, exist_ok=True)
-            plot_curves(curves, "step", f"ndcg@{k}", "tasks", "start", png, "inner steps", f"NDCG@{k} on query events during adaptation")
-            publish(self.logger, directory, {"meta_test": table, "adaptation_curves": curves}, {"adaptation_curves": png})
-            print(f"\nmeta-test (NDCG@{k} on query events, {self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}")
+            images = {}
+            for metric in metrics:
+                images[f"adaptation_curves_{metric}"] = directory / f"adaptation_curves_{metric.replace('@', '')}.png"
+                plot_curves(curves.dropna(subset=[metric]), "step", metric, "tasks", "start", images[f"adaptation_curves_{metric}"], "inner steps", f"{metric} during adaptation")
+            publish(self.logger, directory, {"meta_test": table, "adaptation_curves": curves}, images)
+            print(f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}")
 
     def _report_dir(self) -> Path:
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "meta"
@@ -181,8 +203,8 @@ class MetaPolicyOptimizer(L.LightningModule):
             known = int(tasks.name.split("/")[1])
             for start, loop in (("plain", self.plain_inner), ("meta", self.inner)):
                 curve = self._curve(loop, tasks, self.hparams.inner_steps)
-                for policy, ndcg in (("static", curve[0]), ("adapted", curve[-1])):
-                    rows.append((known, f"{start}/{policy}", ndcg.sum().item(), len(ndcg)))
+                for policy, point in (("static", curve[0]), ("adapted", curve[-1])):
+                    rows.append((known, f"{start}/{policy}", point["ndcg"].sum().item(), len(point["ndcg"])))
         frame = pd.DataFrame(rows, columns=["known_events", "policy", "ndcg_sum", "users"])
         self._online.append(frame)
         return frame

@@ -1,0 +1,130 @@
+"""The learned user simulator as the environment of meta-learning tasks.
+
+A segment task's environment is the simulator restricted to that segment's users; a cold-start
+task's is its own user, whose episode starts right after the k known events. Training tasks only
+ever run in the simulator's "train" environment and test tasks in its "eval" one, whose response
+model was fit on other users with another seed (see SimulatorTraining).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from lightning_rec.meta.tasks import TaskBatch
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.simulator import UserSimulator
+
+
+@dataclasses.dataclass
+class Episodes:
+    """One episode per (task, user) row; step-major tensors of the rows' observations and actions."""
+
+    histories: torch.Tensor  # LongTensor[T, U, S, H]: what the policy saw at each step
+    slates: torch.Tensor  # LongTensor[T, U, S, K]
+    rewards: torch.Tensor  # FloatTensor[T, U, S] (0 once done)
+    alive: torch.Tensor  # BoolTensor[T, U, S]: the user was still in the session
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode [T, U]."""
+        return self.rewards.sum(-1)
+
+    def advantages(self, discount: float) -> torch.Tensor:
+        """Reward-to-go minus its mean over the task's live episodes at the same step [T, U, S]."""
+        steps = self.rewards.shape[-1]
+        powers = discount ** torch.arange(steps, dtype=self.rewards.dtype, device=self.rewards.device)
+        to_go = torch.flip(torch.cumsum(torch.flip(self.rewards * powers, [-1]), -1), [-1]) / powers
+        alive = self.alive.float()
+        baseline = (to_go * alive).sum(1, keepdim=True) / alive.sum(1, keepdim=True).clamp(min=1)
+        return (to_go - baseline) * alive
+
+
+class TaskEnvironment:
+    """Episodes of a batch of tasks in the simulator `checkpoint` (a SimulatorTraining checkpoint).
+
+    `episodes` users are drawn (with replacement) from each segment task's users within the
+    environment; a cold-start task plays its own user once (tasks whose user the environment does
+    not simulate are skipped by `task_rows`). Slates are the top `slate_size` unconsumed items:
+    greedy when evaluating, sampled (Gumbel top-k at `temperature`) when exploring for the
+    policy-gradient inner loss.
+    """
+
+    def __init__(self, checkpoint: str, behaviour: UserBehaviour | None = None, slate_size: int = 10, episodes: int = 16, temperature: float = 1.0, discount: float = 0.9, seed: int = 0):
+        self.checkpoint, self.behaviour = checkpoint, behaviour if behaviour is not None else UserBehaviour()
+        self.slate_size, self.episodes, self.temperature, self.discount, self.seed = slate_size, episodes, temperature, discount, seed
+        self.simulators: dict[str, UserSimulator] = {}
+
+    def attach(self, data, train_end: torch.Tensor, assignment: torch.Tensor, excluded: torch.Tensor) -> None:
+        """Build the "train" and "eval" simulators over the data the tasks come from. Segment tasks
+        draw their players from the segment's simulated users except `excluded` (the cold-start
+        evaluation users, who must stay unseen)."""
+        from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+        simulation = SimulatorTraining.load_from_checkpoint(self.checkpoint, map_location="cpu", weights_only=False)
+        self.simulators = {name: simulation.environment(name, data, train_end, self.behaviour, self.seed) for name in ("train", "eval")}
+        self.members: dict[str, torch.Tensor] = {}
+        for name, simulator in self.simulators.items():
+            users = simulator.users.cpu()
+            users = users[~torch.isin(users, excluded) & (assignment[users] >= 0)]
+            self.members[name] = users
+        self.assignment = assignment
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def task_rows(self, name: str, tasks: TaskBatch) -> torch.Tensor:
+        """Which tasks can be played in environment `name` [T] bool: segment tasks with at least one
+        member there, cold-start tasks whose user is simulated there."""
+        allowed = self.simulators[name].allowed.cpu()
+        has_members = torch.zeros(int(self.assignment.max()) + 2, dtype=torch.bool)
+        has_members[self.assignment[self.members[name]] + 1] = True  # index 0: the -1 "no segment"
+        return torch.where(tasks.user >= 0, allowed[tasks.user.clamp(min=0)], has_members[tasks.segment + 1])
+
+    def _players(self, name: str, tasks: TaskBatch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Users [T, U] to play each task and where their episodes start (None: after training)."""
+        if (tasks.user >= 0).all():
+            return tasks.user.unsqueeze(1), tasks.start.unsqueeze(1)
+        if (tasks.segment < 0).any():
+            raise ValueError("a task batch mixes cold-start and segment tasks")
+        if not self.task_rows(name, tasks).all():
+            raise ValueError(f"some segments of {tasks.name!r} have no users in the {name!r} simulator")
+        members = self.members[name]
+        weights = (self.assignment[members].unsqueeze(0) == tasks.segment.unsqueeze(1)).float()  # [T, members]
+        return members[torch.multinomial(weights, self.episodes, replacement=True, generator=generator)], None
+
+    @torch.no_grad()
+    def play(self, name: str, tasks: TaskBatch, act: Callable[[torch.Tensor], torch.Tensor], explore: bool) -> Episodes:
+        """Run one episode per player; `act(histories [T, U, H]) -> scores [T, U, N + 1]`.
+
+        Greedy (evaluation) episodes reuse the same players and simulator randomness every time, so
+        two policies, or one policy before and after adaptation, are compared on the same users and
+        the same dice; exploring episodes draw fresh ones."""
+        simulator = self.simulators[name]
+        generator = self.generator
+        if not explore:
+            generator = torch.Generator().manual_seed(self.seed)
+            simulator.seed(self.seed)
+        users, starts = self._players(name, tasks, generator)
+        t, u = users.shape
+        state = simulator.reset(users.flatten(), None if starts is None else starts.flatten())
+        histories, slates, rewards, alive = [], [], [], []
+        for _ in range(self.behaviour.max_steps):
+            if state.done.all():
+                break
+            scores = act(state.history.view(t, u, -1)).reshape(t * u, -1)
+            scores = scores.masked_fill(state.consumed.to(scores.device), float("-inf"))
+            if explore:
+                gumbel = -torch.log(-torch.log(torch.rand(scores.shape, generator=generator).clamp(1e-12, 1.0)))
+                scores = scores / self.temperature + gumbel.to(scores.device)
+            slate = scores.topk(self.slate_size, dim=1).indices
+            histories.append(state.history.clone())
+            alive.append(~state.done)
+            slates.append(slate)
+            _, reward, _ = simulator.step(slate.to(simulator.device))
+            rewards.append(reward * alive[-1])
+
+        def by_task(steps: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack(steps, 1).view(t, u, len(steps), *steps[0].shape[1:])
+
+        return Episodes(by_task(histories), by_task(slates), by_task(rewards).float(), by_task(alive))
