@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +74,9 @@ def recommend_main(argv: list[str]) -> None:
     parser.add_argument("--history", type=int, default=10, help="how many recent history items to show")
     known, rest = parser.parse_known_args(argv)
 
-    cli = RecommenderCLI(args=rest, run=False)
+    with warnings.catch_warnings():  # the args given are ours, not a mistake mixing them with sys.argv
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = RecommenderCLI(args=rest, run=False)
     data, model = cli.datamodule, cli.model
     data.setup("predict")
     model.build(data.catalog)
