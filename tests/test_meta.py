@@ -37,15 +37,17 @@ from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.meta import MetaPolicyOptimizer
 
 
-def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, seed: int = 0) -> InteractionFile:
+def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, late_users: int = 0, seed: int = 0) -> InteractionFile:
     """Each user consumes items of one genre only (random order, 12 to 24 events): which genre is a
-    user's is only known from their own events, the structure meta-learning can exploit."""
+    user's is only known from their own events, the structure meta-learning can exploit. The last
+    `late_users` users arrive after everyone else's events."""
     rng = np.random.default_rng(seed)
     rows = []
     for user in range(num_users):
         group = rng.integers(groups)
+        arrival = 1000 if user >= num_users - late_users else 0
         for t in range(rng.integers(12, 25)):
-            rows.append((f"u{user}", int(group * per_group + rng.integers(per_group)) + 1, t))
+            rows.append((f"u{user}", int(group * per_group + rng.integers(per_group)) + 1, arrival + t))
     pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(path, index=False)
     item_path = str(path).replace(".csv", "_items.csv")
     pd.DataFrame({"item": np.arange(1, groups * per_group + 1), "genres": [f"g{i // per_group}|all" for i in range(groups * per_group)]}).to_csv(item_path, index=False)
@@ -118,6 +120,11 @@ def test_cold_start_tasks_support_the_first_k_events_and_query_the_next(groups_s
     assert (tail[: data.lengths[short] - 5] != 0).all() and (tail[data.lengths[short] - 5 :] == 0).all()
     with pytest.raises(ValueError, match="k must be in"):
         cold_start_tasks(data, torch.tensor([user]), torch.tensor([6]), 4, 5)
+    # a task can start mid-way through the history and stop at a position (the end of training)
+    later = cold_start_tasks(data, torch.tensor([user]), torch.tensor([2]), 4, 5, first=torch.tensor([3]), end=torch.tensor([8]))
+    assert later.support_target[0, 0].tolist() == [0, 0, 0] + events[3:5].tolist() and later.start.tolist() == [5]
+    assert later.query_target[0].tolist() == events[5:8].tolist() + [0]
+    assert later.query_input[0, 0].tolist() == [0] * 6 + events[3:5].tolist()  # nothing before `first`
 
 
 def test_segment_tasks_and_sampling_stay_inside_the_segment(groups_source):
@@ -134,6 +141,21 @@ def test_segment_tasks_and_sampling_stay_inside_the_segment(groups_source):
     assert tasks.support_input[0, 1].tolist() == events[1:4].tolist() and tasks.support_target[0, 1].tolist() == events[2:5].tolist()
     assert tasks.query_target[0].tolist() == [data.user_history(2)[6].item(), 0]  # user -1 is a padding row
     assert tasks.query_history[0, 0].tolist() == data.user_history(2)[:6].tolist()
+
+
+def test_unseen_cold_start_users_arrive_after_the_cut_and_meta_training_reads_training_events_only(tmp_path):
+    source = write_group_dataset(tmp_path / "late.csv", num_users=120, late_users=20)
+    dm = MetaDataModule(source=source, cache_dir=None, split="temporal", cold_start_users="unseen", num_segments=3, held_out_segments=1, train_ks=[2, 3], test_ks=[3], val_k=3, num_query=4, tasks_per_batch=64)
+    dm.setup()
+    late = set(range(100, 120))
+    user_ids = [int(u[1:]) for u in dm.data.user_ids]
+    assert {user_ids[u] for u in torch.cat([dm.users["val"], dm.users["test"]]).tolist()} == late
+    assert (dm.split.train_end[dm.users["test"]] == 0).all() and len(dm.users["val"]) > 0
+    for batch in dm.train_dataloader()["cold_start"]:  # every event a task touches is a training event
+        end = dm.split.train_end[batch.user]
+        assert (batch.start <= end).all()
+        last_query = batch.start + (batch.query_target != 0).sum(1)
+        assert (last_query <= end).all()
 
 
 def test_genre_taste_is_each_users_share_of_genres(groups_source):

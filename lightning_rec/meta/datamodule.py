@@ -56,7 +56,11 @@ class MetaDataModule(SequenceDataModule):
     states, or of genre taste); `held_out_segments` of them are never trained on and make the
     segment meta-test. The other users are split into meta-train, validation and test users; the
     latter two only ever appear as cold-start tasks (first k events known, the next `num_query` to
-    predict). Training batches are {"cold_start": TaskBatch, "segment": TaskBatch} (a kind is left
+    predict); with `cold_start_users: unseen` they are instead the users without any training
+    event (a temporal split's users who arrive after the cut: unseen by a pretraining on the same
+    split too). Meta-training only reads training events (before each user's `train_end`). Meta-training cold-start tasks start at a random event of a meta-train user
+    (`train_anywhere`: many more tasks than users, so the outer loop does not overfit a few hundred
+    users' first events) or at their first event. Training batches are {"cold_start": TaskBatch, "segment": TaskBatch} (a kind is left
     out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
     `test_ks`, then the held-out segments; predict is the online replay of the test users.
     """
@@ -70,6 +74,8 @@ class MetaDataModule(SequenceDataModule):
         val_fraction_users: float = 0.1,
         test_fraction_users: float = 0.2,
         train_ks: list[int] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        train_anywhere: bool = True,
+        cold_start_users: Literal["random", "unseen"] = "random",
         test_ks: list[int] = [1, 3, 5, 10],
         val_k: int = 5,
         num_query: int = 10,
@@ -110,8 +116,16 @@ class MetaDataModule(SequenceDataModule):
         self.held_out, self.train_segments = order[: hp.held_out_segments], order[hp.held_out_segments :]
         in_held_out = torch.isin(self.assignment[eligible], self.held_out)
         rest = eligible[~in_held_out][torch.randperm(int((~in_held_out).sum()), generator=generator)]
-        n_val, n_test = int(len(rest) * hp.val_fraction_users), int(len(rest) * hp.test_fraction_users)
-        self.users = {"val": rest[:n_val], "test": rest[n_val : n_val + n_test], "train": rest[n_val + n_test :], "held_out": eligible[in_held_out]}
+        share = hp.val_fraction_users / (hp.val_fraction_users + hp.test_fraction_users)
+        if hp.cold_start_users == "unseen":  # users with no training event at all: new to the pretrained model too
+            unseen = torch.nonzero((self.split.train_end == 0) & (self.data.lengths > self.max_k)).squeeze(1)
+            unseen = unseen[torch.randperm(len(unseen), generator=generator)]
+            n_val = int(len(unseen) * share)
+            val, test, train = unseen[:n_val], unseen[n_val:], rest
+        else:
+            n_val, n_test = int(len(rest) * hp.val_fraction_users), int(len(rest) * hp.test_fraction_users)
+            val, test, train = rest[:n_val], rest[n_val : n_val + n_test], rest[n_val + n_test :]
+        self.users = {"val": val, "test": test, "train": train, "held_out": eligible[in_held_out]}
         for part, users in self.users.items():
             if len(users) == 0 and (part != "held_out" or hp.held_out_segments > 0):
                 raise DataError(f"no {part} users: {len(eligible)} eligible users are too few for the requested split")
@@ -128,7 +142,7 @@ class MetaDataModule(SequenceDataModule):
     # -- loaders ---------------------------------------------------------------------------------
     def train_dataloader(self) -> dict[str, DataLoader]:
         hp = self.hparams
-        loaders = {"cold_start": self._tasks(ColdStartTaskDataset(self.data, self.users["train"], hp.train_ks, hp.num_query, self.max_k), shuffle=True)}
+        loaders = {"cold_start": self._tasks(ColdStartTaskDataset(self.data, self.users["train"], hp.train_ks, hp.num_query, self.max_k, anywhere=hp.train_anywhere, end=self.split.train_end), shuffle=True)}
         if hp.segment_tasks_per_epoch > 0:
             segments = Segments(self.assignment, self.users["train"])
             dataset = SegmentTaskDataset(self.data, self.split.train_end, segments, self.train_segments, hp.segment_tasks_per_epoch, hp.support_windows, hp.segment_query, hp.segment_window)

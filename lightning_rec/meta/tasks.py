@@ -28,7 +28,7 @@ class TaskBatch:
     query_history: torch.Tensor  # LongTensor[T, Q, H], items to mask from the ranking
     query_target: torch.Tensor  # LongTensor[T, Q], 0 = no query row
     user: torch.Tensor  # LongTensor[T]: a cold-start task's user, -1 for segment tasks
-    start: torch.Tensor  # LongTensor[T]: events a cold-start task knows (its k), 0 for segment tasks
+    start: torch.Tensor  # LongTensor[T]: a cold-start task's user's position after its support events, 0 for segment tasks
     segment: torch.Tensor  # LongTensor[T]: a segment task's segment, -1 for cold-start tasks
     name: str = "tasks"
 
@@ -49,12 +49,26 @@ def _windows(data: SequenceData, starts: torch.Tensor, ends: torch.Tensor, lengt
     return window[..., :-1], window[..., 1:]
 
 
-def cold_start_tasks(data: SequenceData, users: torch.Tensor, k: torch.Tensor, num_query: int, max_k: int, name: str = "cold_start") -> TaskBatch:
+def cold_start_tasks(
+    data: SequenceData,
+    users: torch.Tensor,
+    k: torch.Tensor,
+    num_query: int,
+    max_k: int,
+    name: str = "cold_start",
+    first: torch.Tensor | None = None,
+    end: torch.Tensor | None = None,
+) -> TaskBatch:
     """One task per user: its first k[t] events are the support set, the next `num_query` the query
-    rows (each predicted from every event before it). Rows past the user's last event are empty."""
+    rows (each predicted from every event before it). Rows past the user's last event (or past
+    position end[t], e.g. the end of its training events) are empty. With `first`, the user's
+    history is taken to begin at event first[t] (a user seen mid-way, as if new: more tasks to
+    meta-train on than every user's true start)."""
     if int(k.min()) < 1 or int(k.max()) > max_k:
         raise ValueError(f"cold-start k must be in 1..{max_k}, got {k.min().item()}..{k.max().item()}")
-    starts, lengths = data.offsets[users], data.lengths[users]
+    first = torch.zeros_like(users) if first is None else first
+    end = data.lengths[users] if end is None else end
+    starts, lengths = data.offsets[users] + first, end - first
     support_input, support_target = _windows(data, starts, starts + torch.minimum(k, lengths), max_k)
     positions = k.unsqueeze(1) + torch.arange(num_query)  # [T, Q]
     present = positions < lengths.unsqueeze(1)
@@ -68,7 +82,7 @@ def cold_start_tasks(data: SequenceData, users: torch.Tensor, k: torch.Tensor, n
         query_input,  # the window holds every earlier event of the user
         data.items[ends] * present,
         users,
-        k,
+        first + k,
         torch.full_like(users, -1),
         name,
     )
@@ -101,21 +115,26 @@ def segment_tasks(
 
 
 class ColdStartTaskDataset(Dataset):
-    """Every (user, k) pair is one task; a DataLoader batch of indices becomes one TaskBatch."""
+    """Every (user, k) pair is one task; a DataLoader batch of indices becomes one TaskBatch. Only
+    events before position end[u] of each user are used (default: all). With `anywhere`, each draw
+    starts the task at a random event of the user (keeping a query event)."""
 
-    def __init__(self, data: SequenceData, users: torch.Tensor, ks: list[int], num_query: int, max_k: int, name: str = "cold_start"):
-        lengths = data.lengths[users]
-        pairs = [(users[lengths > k], k) for k in ks]  # a task needs at least one query event
+    def __init__(self, data: SequenceData, users: torch.Tensor, ks: list[int], num_query: int, max_k: int, name: str = "cold_start", anywhere: bool = False, end: torch.Tensor | None = None):
+        self.end = data.lengths if end is None else end
+        pairs = [(users[self.end[users] > k], k) for k in ks]  # a task needs at least one query event
         self.users = torch.cat([u for u, _ in pairs])
         self.k = torch.cat([torch.full((len(u),), k) for u, k in pairs])
-        self.data, self.num_query, self.max_k, self.name = data, num_query, max_k, name
+        self.data, self.num_query, self.max_k, self.name, self.anywhere = data, num_query, max_k, name, anywhere
 
     def __len__(self) -> int:
         return len(self.users)
 
     def __getitems__(self, indices: list[int]) -> TaskBatch:
         idx = torch.as_tensor(indices)
-        return cold_start_tasks(self.data, self.users[idx], self.k[idx], self.num_query, self.max_k, self.name)
+        users, k = self.users[idx], self.k[idx]
+        end = self.end[users]
+        first = (torch.rand(len(idx)) * (end - k)).long() if self.anywhere else None
+        return cold_start_tasks(self.data, users, k, self.num_query, self.max_k, self.name, first, end)
 
 
 class Segments:
