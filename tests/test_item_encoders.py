@@ -134,3 +134,19 @@ def test_text_sasrec_learns_the_item_chain_from_cached_text_vectors(chain_source
     trainer.fit(model, dm)
     (result,) = trainer.test(model, dm, verbose=False)
     assert result["test/ndcg@10"] > 0.5
+
+
+def test_hybrid_recommender_checkpoint_reloads_and_scores_identically(chain_source, tmp_path):
+    dm = SequenceDataModule(chain_source, max_len=8, batch_size=32, cache_dir=None)
+    dm.setup()
+    cache = tmp_path / "emb.safetensors"
+    info = dm.catalog.info
+    write_cache(cache, rows=dm.num_items + 1, info=info)
+    model = SequentialRecommender(HybridItemEncoder(str(cache), dim=16, dropout=0.0), TransformerEncoder(16, 1, 2, max_len=8, dropout=0.0))
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    restored = SequentialRecommender.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=False)
+    batch = next(iter(dm.test_dataloader()))
+    torch.testing.assert_close(restored.eval().score(batch["input"], batch["history"]), model.eval().score(batch["input"], batch["history"]))
+    assert torch.equal(restored.item_encoder.has_id, model.item_encoder.has_id) and not model.item_encoder.has_id.all()

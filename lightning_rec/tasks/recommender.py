@@ -37,6 +37,8 @@ class RankingRecommender(L.LightningModule):
 
     @property
     def is_built(self) -> bool:
+        """Whether this module was sized. Not whether its networks were: networks kept in a checkpoint's
+        hyperparameters come back already built, yet the module's own buffers still need creating."""
         return hasattr(self, "num_items")
 
     def setup(self, stage: str) -> None:
@@ -119,10 +121,6 @@ class SequentialRecommender(RankingRecommender):
         if hasattr(self.sequence_encoder, "build"):  # encoders that read item text (a PLM over histories)
             self.sequence_encoder.build(catalog)
         super().build(catalog)
-
-    @property
-    def is_built(self) -> bool:
-        return self.item_encoder.is_built
 
     # -- the model ---------------------------------------------------------------------------------
     def encode(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
