@@ -386,3 +386,12 @@ def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(group
     returns = table[table.metric == "return"][["plain_before", "meta_before", "plain_adapted", "meta_adapted"]]
     assert set(table.metric) == {"ndcg@10", "return"} and len(returns) == 2 and (returns >= 0).all().all()
     assert (tmp_path / "meta" / "adaptation_curves_return.png").exists()
+
+
+def test_meta_parameters_adapted_keeps_the_body_at_the_pretrained_weights():
+    model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), adapt="head", meta_parameters="adapted", inner_steps=1, inner_lr=0.5, meta_lr=0.05)
+    before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch))
+    changed = {n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"head.linear.weight", "head.linear.bias"}

@@ -7,20 +7,22 @@ from pathlib import Path
 import pandas as pd
 
 
-def adaptation_table(curves: pd.DataFrame, steps: int, metrics: list[str]) -> pd.DataFrame:
+def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
     """One row per task set and metric: the value before adaptation and after `steps` inner steps,
-    from the plain pretrained start and from the meta-learned start, and the ratio of the two
-    adapted ones. `curves` has columns tasks, start ("plain" | "meta"), step and the metrics."""
+    from the plain pretrained start and from the meta-learned start, their ratio, and the adapted
+    meta - plain difference with its standard error (paired: both starts score the same rows).
+    `curves` has columns tasks, start ("plain" | "meta" | "meta-plain"), step, metric, value, se,
+    count."""
     rows = []
-    for tasks in dict.fromkeys(curves.tasks):  # first-seen order
-        for metric in metrics:
-            rows_of = curves[(curves.tasks == tasks) & curves[metric].notna()]
-            if rows_of.empty:
-                continue
-            value = rows_of.set_index(["start", "step"])[metric]
-            rows.append((tasks, metric, value["plain", 0], value["meta", 0], value["plain", steps], value["meta", steps]))
-    table = pd.DataFrame(rows, columns=["tasks", "metric", "plain_before", "meta_before", "plain_adapted", "meta_adapted"])
-    table["meta_vs_plain_adapted"] = table.meta_adapted / table.plain_adapted
+    for (tasks, metric), group in curves.groupby(["tasks", "metric"], sort=False):
+        point = group.set_index(["start", "step"])
+        value = point["value"]
+        rows.append(
+            (tasks, metric, int(point["count"]["meta", steps]), value["plain", 0], value["meta", 0], value["plain", steps], value["meta", steps], value["meta-plain", steps], point["se"]["meta-plain", steps])
+        )
+    columns = ["tasks", "metric", "rows", "plain_before", "meta_before", "plain_adapted", "meta_adapted", "adapted_gain", "adapted_gain_se"]
+    table = pd.DataFrame(rows, columns=columns)
+    table.insert(7, "meta_vs_plain_adapted", table.meta_adapted / table.plain_adapted)
     return table
 
 

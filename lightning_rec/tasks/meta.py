@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import pandas as pd
@@ -34,7 +35,8 @@ class MetaPolicyOptimizer(L.LightningModule):
     MetaDataModule), adapts the `adapt` parameters with `inner_steps` SGD steps at `inner_lr` on
     every task's support set (all tasks at once, through torch.func) with the next-item loss or,
     given an `environment`, `inner_loss: policy_gradient` in the simulator, and steps the outer
-    optimizer on the algorithm's meta-gradient. Validation reports NDCG@10 on held-out users' query
+    optimizer on the algorithm's meta-gradient, for every parameter or (`meta_parameters: adapted`)
+    only the adapted ones, the rest staying the pretrained weights. Validation reports NDCG@10 on held-out users' query
     events after adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the
     plain pretrained start and the meta-learned start before and after the same adaptation (NDCG@10
     on query events, and with an environment the return in its "eval" simulator), and writes the
@@ -58,6 +60,7 @@ class MetaPolicyOptimizer(L.LightningModule):
         inner_lr: float = 0.1,
         inner_loss: InnerLoss = "next_item",
         environment: TaskEnvironment | None = None,
+        meta_parameters: Literal["all", "adapted"] = "all",
         curve_steps: int | None = None,
         meta_lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -85,6 +88,9 @@ class MetaPolicyOptimizer(L.LightningModule):
         self.plain = copy.deepcopy(self.policy).requires_grad_(False)
         hp = self.hparams
         names = self.policy.adapted_names(hp.adapt, hp.num_top_layers)
+        if hp.meta_parameters == "adapted":  # the outer loop moves only the adapted parameters
+            for name, param in self.policy.named_parameters():
+                param.requires_grad_(name in names)
         self.inner = InnerLoop(self.policy, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
         self.plain_inner = InnerLoop(self.plain, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
 
@@ -129,7 +135,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         optimizer.step()
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.meta_lr, weight_decay=self.hparams.weight_decay)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.meta_lr, weight_decay=self.hparams.weight_decay)
 
     # -- evaluation --------------------------------------------------------------------------------
     def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False) -> list[dict[str, torch.Tensor]]:
@@ -154,27 +161,35 @@ class MetaPolicyOptimizer(L.LightningModule):
             self.log(name, point["ndcg"].mean(), prog_bar=True, batch_size=len(point["ndcg"]), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
-        self._test_sums: dict[tuple[str, str, int], torch.Tensor] = {}
+        self._test_sums: dict[tuple[str, str, int, str], torch.Tensor] = {}
+
+    def _accumulate(self, key: tuple[str, str, int, str], values: torch.Tensor) -> None:
+        """Running [sum, sum of squares, count] of one curve point."""
+        sums = torch.stack([values.sum(), values.square().sum(), torch.tensor(float(len(values)), device=values.device)])
+        self._test_sums[key] = self._test_sums.get(key, 0) + sums
 
     def test_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         returns = self.environment is not None
-        for start, loop in (("plain", self.plain_inner), ("meta", self.inner)):
-            for step, point in enumerate(self._curve(loop, batch, self.curve_steps, returns)):
-                values = [point["ndcg"], point.get("return", point["ndcg"][:0])]
-                sums = torch.stack([x for v in values for x in (v.sum(), torch.tensor(float(len(v)), device=v.device))])
-                key = (batch.name, start, step)
-                self._test_sums[key] = self._test_sums.get(key, 0) + sums
+        curves = {start: self._curve(loop, batch, self.curve_steps, returns) for start, loop in (("plain", self.plain_inner), ("meta", self.inner))}
+        for step, (plain, meta) in enumerate(zip(curves["plain"], curves["meta"])):
+            for metric in meta:  # the same rows (and, for returns, the same players and dice) for both starts
+                self._accumulate((batch.name, "plain", step, metric), plain[metric])
+                self._accumulate((batch.name, "meta", step, metric), meta[metric])
+                self._accumulate((batch.name, "meta-plain", step, metric), meta[metric] - plain[metric])
 
     def on_test_epoch_end(self) -> None:
         keys = list(self._test_sums)
         sums = self.all_gather(torch.stack([self._test_sums[key] for key in keys]))
         sums = sums.sum(0) if sums.ndim == 3 else sums
+        count = sums[:, 2].clamp(min=1)
+        mean = sums[:, 0] / count
+        se = ((sums[:, 1] / count - mean.square()).clamp(min=0) / (count - 1).clamp(min=1)).sqrt()
         k = self.hparams.eval_k
-        means = torch.stack([sums[:, 0] / sums[:, 1].clamp(min=1), torch.where(sums[:, 3] > 0, sums[:, 2] / sums[:, 3].clamp(min=1), torch.nan)], 1)
-        curves = pd.DataFrame([(*key, *m.tolist()) for key, m in zip(keys, means)], columns=["tasks", "start", "step", f"ndcg@{k}", "return"])
-        curves = curves.dropna(axis=1, how="all")
-        metrics = [m for m in (f"ndcg@{k}", "return") if m in curves.columns]
-        table = adaptation_table(curves, self.hparams.inner_steps, metrics)
+        curves = pd.DataFrame(
+            [(name, start, step, f"ndcg@{k}" if metric == "ndcg" else metric, m, e, int(n)) for (name, start, step, metric), m, e, n in zip(keys, mean.tolist(), se.tolist(), sums[:, 2].tolist())],
+            columns=["tasks", "start", "step", "metric", "value", "se", "count"],
+        )
+        table = adaptation_table(curves, self.hparams.inner_steps)
         for row in table.itertuples(index=False):
             for column in ("plain_before", "meta_before", "plain_adapted", "meta_adapted"):
                 self.log(f"test/{row.tasks}/{column}_{row.metric}", float(getattr(row, column)), add_dataloader_idx=False)
@@ -182,9 +197,10 @@ class MetaPolicyOptimizer(L.LightningModule):
             directory = self._report_dir()
             directory.mkdir(parents=True, exist_ok=True)
             images = {}
-            for metric in metrics:
-                images[f"adaptation_curves_{metric}"] = directory / f"adaptation_curves_{metric.replace('@', '')}.png"
-                plot_curves(curves.dropna(subset=[metric]), "step", metric, "tasks", "start", images[f"adaptation_curves_{metric}"], "inner steps", f"{metric} during adaptation")
+            for metric in dict.fromkeys(curves.metric):
+                path = images[f"adaptation_curves_{metric}"] = directory / f"adaptation_curves_{metric.replace('@', '')}.png"
+                shown = curves[(curves.metric == metric) & (curves.start != "meta-plain")]
+                plot_curves(shown, "step", "value", "tasks", "start", path, "inner steps", f"{metric} during adaptation")
             publish(self.logger, directory, {"meta_test": table, "adaptation_curves": curves}, images)
             print(f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}")
 
