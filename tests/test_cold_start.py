@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_plm import save_tiny_bert
 
-from lightning_rec.data import SequenceDataModule
+from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.data.sources import InteractionFile
 from lightning_rec.data.splits import draw_cold_items
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
@@ -93,6 +93,23 @@ def test_test_cold_metrics_cover_exactly_the_rows_with_cold_targets(genre_source
     assert result["test_cold/ndcg@10"] == pytest.approx(values["ndcg@10"].item())
     assert result["test_cold/recall@10"] == pytest.approx(values["recall@10"].item())
     assert result["test_cold/recall@10"] != pytest.approx(result["test/recall@10"])
+
+
+def test_items_without_training_events_are_not_candidates_of_the_training_softmax():
+    torch.manual_seed(0)
+    model = SequentialRecommender(IDItemEncoder(8), TransformerEncoder(8, 1, 2, max_len=4, dropout=0.0))
+    model.build(ItemCatalog(5, None, torch.tensor([0.0, 3, 0, 2, 1, 0])))  # items 2 and 5: no training event
+    model.log = lambda *args, **kwargs: None
+    batch = {"input": torch.tensor([[0, 1, 3, 4]]), "target": torch.tensor([[1, 3, 4, 1]])}
+    loss = model.training_step(batch, 0)
+    hidden = model.encode(batch["input"])[0, 1:]
+    logits = hidden @ model.item_encoder()[[1, 3, 4]].T
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2, 0])))
+    loss.backward()
+    grad = model.item_encoder.embedding.weight.grad
+    assert grad[[2, 5]].abs().sum() == 0 and (grad[[1, 3, 4]].abs().sum(1) > 0).all()
+    scores = model.eval().score(batch["input"])
+    assert torch.isfinite(scores[0, [2, 5]]).all()  # evaluation still ranks them
 
 
 def test_popularity_cannot_rank_cold_items_and_random_is_chance(genre_source):

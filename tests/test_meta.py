@@ -303,7 +303,7 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
     dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2, 3], test_ks=[1, 3], val_k=3, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=8, support_windows=3, segment_window=6, segment_query=6, online_start=1, online_horizon=4)
     recommender = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
     model = MetaPolicyOptimizer(recommender=recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01)
-    trainer = L.Trainer(max_epochs=4, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
     assert "val/ndcg@10" in trainer.callback_metrics
     results = trainer.test(model, dm, verbose=False)[0]
@@ -313,7 +313,7 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
     assert (tmp_path / "meta" / "adaptation_curves_ndcg10.png").stat().st_size > 0
     trainer.predict(model, dm)
     online = pd.read_csv(tmp_path / "meta" / "online_summary.csv").set_index("policy")["mean_ndcg@10"]
-    assert online["meta/adapted"] > online["meta/static"] and online["meta/adapted"] > online["plain/adapted"]
+    assert online["meta/adapted"] > 1.5 * max(online["plain/adapted"], online["plain/static"])
 
 
 # -- the simulator as the tasks' environment -------------------------------------------------------
@@ -395,3 +395,16 @@ def test_meta_parameters_adapted_keeps_the_body_at_the_pretrained_weights():
     trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch))
     changed = {n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"head.linear.weight", "head.linear.bias"}
+
+
+def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
+    from pathlib import Path
+
+    from lightning_rec.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", "configs/meta-ml-latest-small.yaml", "-c", "configs/meta-env-ml-latest-small.yaml", "--model.init_args.checkpoint", "pre.ckpt", "--print_config"])
+    printed = capsys.readouterr().out
+    assert "lightning_rec.tasks.meta.MetaPolicyOptimizer" in printed and "encoder_checkpoint: pre.ckpt" in printed
+    assert "lightning_rec.meta.environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed

@@ -174,18 +174,20 @@ def run_cli(out, data, model: str, epochs: int, batch_size: int = 32) -> str:
 
 
 def hand_set_simulator(path: str) -> None:
-    """Every low item has click utility 2 and rating 1, every high item utility 0 and rating 5."""
+    """Every low item has click utility 2 and rating 1, every high item utility 0 and rating 5,
+    whatever the history."""
     checkpoint = torch.load(path, weights_only=False)
     state = checkpoint["state_dict"]
     low = torch.arange(NUM_ITEMS + 1) <= LOW
     for env in (0, 1):
         prefix = f"response_models.{env}."
-        for name in ("click_head", "rating_head"):
+        for name in ("click_head", "rating_head", "user_rating_bias"):
             state[prefix + name + ".weight"].zero_()
             state[prefix + name + ".bias"].zero_()
-        state[prefix + "click_bias.weight"][:, 0] = torch.where(low, 2.0, 0.0)
+        bias = torch.where(low, 2.0, 0.0)
+        state[prefix + "click_bias.weight"][:, 0] = bias
         state[prefix + "rating_bias.weight"][:, 0] = torch.where(low, 1.0, 5.0) - state[prefix + "mean_rating"]
-        state[prefix + "calibration"] = torch.tensor([1.0, 0.0])
+        state[prefix + "calibration"] = torch.tensor([1.0, float(bias[1:].logsumexp(0))])  # click logit = bias
     torch.save(checkpoint, path)
 
 

@@ -16,7 +16,7 @@ from lightning_rec.tasks.simulator_training import SimulatorTraining, split_user
 def fit_simulator(source, tmp_path, epochs: int = 40) -> tuple[SimulatorTraining, LoggedDataModule, str]:
     dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
     L.seed_everything(0)
-    module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
+    module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=20, calibration_negatives=10, lr=1e-2)
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, check_val_every_n_epoch=10
     )
@@ -160,20 +160,30 @@ def test_forbid_mode_repeats_earn_nothing_and_cost_patience_allow_mode_clicks_th
     torch.testing.assert_close(state.patience, torch.full_like(state.patience, 100.0 - 5 * (1.0 + 3 * 0.5)))
     duplicates = torch.stack([state.history[:, -1]] * 2, 1)  # any item twice in one slate is a repeat too
     assert env._utilities(duplicates)[2].all()
-    allowing, _ = environment(fitted, repeats="allow", initial_patience=100.0, max_steps=50)
-    state = allowing.reset(allowing.users)
-    total = 0.0
-    for _ in range(5):
-        clicks, rewards, _ = allowing.step(state.history[:, -3:].clone())
-        total += float(rewards.sum())
-    assert total > 0
+    # the chain successor is clicked by most users; shown again it is a repeat
+    for mode in ("forbid", "allow"):
+        env, dm = environment(fitted, repeats=mode, initial_patience=100.0, max_steps=50)
+        state = env.reset(env.users)
+        successor = state.history[:, -1:] % dm.data.num_items + 1
+        env.step(successor)
+        repeated = state.consumed.gather(1, successor).squeeze(1)
+        assert repeated.float().mean() > 0.5
+        probability = env.click_probabilities(successor)[repeated, 0]
+        alone = env.model.click_probability(state.response, successor)[repeated, 0]
+        if mode == "forbid":
+            clicks, rewards, _ = env.step(successor)
+            assert (probability == 0).all() and not clicks[repeated].any() and (rewards[repeated] == 0).all()
+            assert not env._utilities(successor)[1][repeated].any()
+        else:  # an ordinary item: clicked as often as the response model says
+            torch.testing.assert_close(probability, alone)
+            assert env._utilities(successor)[1][repeated].all()
 
 
 def test_clicks_are_consumed_rewarded_by_rating_and_sessions_end_at_max_steps(fitted):
     env, dm = environment(fitted, initial_patience=100.0, max_steps=3, satisfied_rating=0.0)
     state = env.reset(env.users)
     for step in range(3):
-        slates = (state.history[:, -1:] % dm.data.num_items + 1 + torch.arange(3)) % dm.data.num_items + 1
+        slates = (state.history[:, -1:] + torch.arange(3)) % dm.data.num_items + 1  # the successor first
         clicks, rewards, done = env.step(slates)
         assert (clicks.sum(1) <= 1).all() and clicks.any()
         item = (slates * clicks).sum(1)

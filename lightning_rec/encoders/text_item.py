@@ -79,8 +79,7 @@ class TextItemEncoder(ItemEncoder):
 
 class HybridItemEncoder(TextItemEncoder):
     """ID embedding + adapted text vector, summed. Items without a single training event get no ID
-    vector (only text): an untrained ID row would only ever have been pushed down as a negative,
-    which would bury exactly the cold items that text is there to rescue."""
+    vector (only text): an untrained ID row is noise at best."""
 
     def build(self, catalog) -> None:
         super().build(catalog)

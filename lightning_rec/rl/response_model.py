@@ -7,18 +7,22 @@ from torch import nn
 
 
 class ResponseModel(nn.Module):
-    """Click logits and predicted ratings for (user history, item) pairs.
+    """Click probabilities and predicted ratings for (user history, item) pairs.
 
-    A GRU reads the user's recent items; a click logit is a bilinear score of its state with the
-    item plus an item bias, trained on observed next items against sampled negatives; a rating is
-    a second bilinear score around the mean rating, trained on the observed ratings. A GRU, not
-    the policy's transformer, so that a policy cannot win by matching its own scorer; and a GRU
-    state advances by one item per click, so simulating thousands of users costs one cell call
-    a step. `calibration` (scale, shift) maps raw logits to calibrated ones (Platt scaling, fit on
-    held-out users by the simulator training).
+    A GRU reads the user's recent items. Its state scores every item (bilinear + item bias); the
+    softmax over the catalogue is the user's next-item distribution p(item | history), trained like
+    a recommender on logged next items. The click logit of an item is a calibrated function of its
+    log-probability, scale * log p + shift (Platt scaling on held-out users, fit by the simulator
+    training): with a perfect p, a logged next item against `r` uniform random items is told apart
+    exactly by log p + log(N / r), so the scale of clicks is that of a positive among r random
+    items. A rating is the mean rating plus a user bias (from the state), an item bias and a second
+    bilinear score, trained on logged ratings.
+
+    A GRU, not the policy's transformer, so that a policy cannot win by matching its own scorer; and
+    a GRU state advances by one cell call per click, so thousands of users step at once.
     """
 
-    def __init__(self, dim: int = 64, dropout: float = 0.2, init_std: float = 0.02):
+    def __init__(self, dim: int = 64, dropout: float = 0.1, init_std: float = 0.02):
         super().__init__()
         self.dim, self.dropout, self.init_std = dim, dropout, init_std
         self.items: nn.Embedding | None = None
@@ -40,6 +44,7 @@ class ResponseModel(nn.Module):
         self.has_ratings = rating_range is not None
         if self.has_ratings:
             self.rating_head = nn.Linear(d, d)
+            self.user_rating_bias = nn.Linear(d, 1)
             self.rating_bias = nn.Embedding(num_items + 1, 1)
             nn.init.zeros_(self.rating_bias.weight)
             self.register_buffer("rating_range", torch.tensor([float(rating_range[0]), float(rating_range[1])]))
@@ -52,30 +57,49 @@ class ResponseModel(nn.Module):
     # -- user state --------------------------------------------------------------------------------
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         """States after each item of left-padded histories [B, H] -> [B, H, D]."""
-        return self.gru(self.drop(self.items(history)))[0]
+        return self.gru(self.drop(self._inputs(history)))[0]
 
     def advance(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """State [B, D] after consuming one more item each [B]."""
-        return self.gru(self.items(items).unsqueeze(1), state.unsqueeze(0).contiguous())[0].squeeze(1)
+        return self.gru(self._inputs(items).unsqueeze(1), state.unsqueeze(0).contiguous())[0].squeeze(1)
 
-    # -- responses ---------------------------------------------------------------------------------
+    def _inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """Item vectors scaled up to unit size for the GRU (the table is initialised small for scoring)."""
+        return self.items(items) * self.dim**0.5
+
+    # -- clicks ------------------------------------------------------------------------------------
+    def scores(self, state: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised next-item scores for states [..., D] of items [..., K] (one set per state), of
+        items [K] (shared by all states), or of the whole catalogue (None: [..., N + 1], padding -inf)."""
+        query = self.click_head(self.drop(state))
+        if items is None:
+            scores = query @ self.items.weight.T + self.click_bias.weight.T
+            scores[..., 0] = float("-inf")
+            return scores
+        if items.dim() == 1:
+            return query @ self.items(items).T + self.click_bias(items).T
+        return (query.unsqueeze(-2) * self.items(items)).sum(-1) + self.click_bias(items).squeeze(-1)
+
+    def log_probs(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """log p(item | history) of items [..., K] under the softmax over the whole catalogue."""
+        return self.scores(state, items) - self.scores(state).logsumexp(-1, keepdim=True)
+
     def click_logits(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Uncalibrated click logits of items [..., K] for states [..., D] -> [..., K]."""
-        query = self.click_head(self.drop(state)).unsqueeze(-2)
-        return (query * self.drop(self.items(items))).sum(-1) + self.click_bias(items).squeeze(-1)
-
-    def calibrated_logits(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Calibrated click logits of items [..., K]: the MNL utilities of the simulated choice."""
         scale, shift = self.calibration
-        return scale * self.click_logits(state, items) + shift
+        return scale * self.log_probs(state, items) + shift
 
     def click_probability(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Calibrated probability that the user clicks each item when shown it alone, [..., K]."""
-        return torch.sigmoid(self.calibrated_logits(state, items))
+        return torch.sigmoid(self.click_logits(state, items))
 
+    # -- ratings -----------------------------------------------------------------------------------
     def rating_estimate(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Unclamped predicted rating of items [..., K] (the training target is the logged rating)."""
-        query = self.rating_head(self.drop(state)).unsqueeze(-2)
-        return self.mean_rating + (query * self.items(items)).sum(-1) + self.rating_bias(items).squeeze(-1)
+        state = self.drop(state)
+        query = self.rating_head(state).unsqueeze(-2)
+        user_bias = self.user_rating_bias(state)
+        return self.mean_rating + user_bias + (query * self.items(items)).sum(-1) + self.rating_bias(items).squeeze(-1)
 
     def rating(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Predicted rating clamped to the data's rating range, [..., K]."""

@@ -144,4 +144,4 @@ class UserSimulator:
         clickable = shown & ~state.done.unsqueeze(1)
         if self.behaviour.repeats == "forbid":
             clickable = clickable & ~repeats
-        return self.model.calibrated_logits(state.response, slates), clickable, repeats
+        return self.model.click_logits(state.response, slates), clickable, repeats

@@ -9,12 +9,14 @@ users' held-out events and reports the expected calibration error on the other h
 from __future__ import annotations
 
 import copy
+import math
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from lightning_rec.data.preprocess import SequenceData
+from lightning_rec.metrics import pessimistic_ranks
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.rl.response_model import ResponseModel
@@ -34,13 +36,18 @@ def split_users(num_users: int, eval_fraction: float, seed: int) -> torch.Tensor
 
 
 class SimulatorTraining(L.LightningModule):
-    """Trains two ResponseModels (click: observed next item vs `num_negatives` uniform negatives;
-    rating: squared error on logged ratings) through `lightning-rec fit` with a LoggedDataModule.
+    """Trains two ResponseModels through `lightning-rec fit` with a LoggedDataModule: next-item
+    softmax (cross-entropy of the logged next item against `num_negatives` uniform random items
+    shared by the batch) and ratings (squared error on logged ratings).
 
-    Logged per environment: train/<env>/click_loss, train/<env>/rating_loss, val/<env>/auc (the
-    held-out next item against the negatives), val/<env>/ece and val/<env>/ece_raw (calibrated and
-    raw click probabilities), val/<env>/rating_rmse; val/auc is their mean, to pick checkpoints by.
-    Calibration gathers one process's validation set: run it on one device.
+    Validation uses each user's held-out next item and `calibration_negatives` uniform random items
+    per user: the click logit scale * log p + shift is fit (Platt) on even users' pairs, and the
+    expected calibration error measured on odd users' (val/<env>/ece; val/<env>/ece_raw is that of
+    the uncalibrated log p + log(N / calibration_negatives)). Also logged per environment:
+    val/<env>/ndcg@10 (the held-out item ranked among all items, history masked), val/<env>/auc
+    (against its negatives), val/<env>/rating_rmse, train/<env>/click_loss and rating_loss;
+    val/ndcg@10 is the environments' mean, to pick checkpoints by. Calibration gathers one
+    process's validation set: run it on one device.
     """
 
     def __init__(
@@ -50,10 +57,11 @@ class SimulatorTraining(L.LightningModule):
         partition_seed: int = 0,
         train_seed: int = 1,
         eval_seed: int = 2,
-        num_negatives: int = 4,
+        num_negatives: int = 1000,
+        calibration_negatives: int = 100,
         rating_weight: float = 1.0,
         calibration_bins: int = 15,
-        lr: float = 3e-3,
+        lr: float = 1e-2,
         weight_decay: float = 0.0,
     ):
         super().__init__()
@@ -129,12 +137,10 @@ class SimulatorTraining(L.LightningModule):
         valid = target != 0
         state = model.encode(batch["input"][rows])[valid]
         positive = target[valid]
-        negative = torch.randint(1, model.num_items + 1, (len(positive), self.hparams.num_negatives), device=self.device)
-        logits = model.click_logits(state, torch.cat([positive.unsqueeze(1), negative], dim=1))
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        weight = torch.cat([torch.ones_like(logits[:, :1]), (negative != positive.unsqueeze(1)).float()], dim=1)
-        click_loss = F.binary_cross_entropy_with_logits(logits, labels, weight, reduction="sum") / weight.sum()
+        negative = torch.randint(1, model.num_items + 1, (self.hparams.num_negatives,), device=self.device)
+        negative_scores = model.scores(state, negative).masked_fill(negative == positive.unsqueeze(1), float("-inf"))
+        logits = torch.cat([model.scores(state, positive.unsqueeze(1)), negative_scores], dim=1)
+        click_loss = F.cross_entropy(logits, torch.zeros_like(positive))
         if not model.has_ratings or "rating" not in batch:
             return click_loss, None
         rating = batch["rating"][rows][valid]
@@ -153,12 +159,14 @@ class SimulatorTraining(L.LightningModule):
                 continue
             users, target = batch["user"][rows], batch["target"][rows]
             state = model.encode(batch["input"][rows])[:, -1]
-            negative = torch.randint(1, model.num_items + 1, (len(target), self.hparams.num_negatives), generator=self.val_generator)
+            log_probs = torch.log_softmax(model.scores(state), dim=-1)
+            negative = torch.randint(1, model.num_items + 1, (len(target), self.hparams.calibration_negatives), generator=self.val_generator)
             negative = negative.to(self.device)
             output = {
                 "users": users,
-                "logits": model.click_logits(state, torch.cat([target.unsqueeze(1), negative], dim=1)),
+                "logits": log_probs.gather(1, torch.cat([target.unsqueeze(1), negative], dim=1)),
                 "distinct": negative != target.unsqueeze(1),
+                "ranks": pessimistic_ranks(log_probs.scatter(1, batch["history"][rows], float("-inf")), target),
             }
             if model.has_ratings:
                 output["rating_error"] = model.rating(state, target.unsqueeze(1)).squeeze(1) - self.val_rating.to(self.device)[users]
@@ -167,7 +175,7 @@ class SimulatorTraining(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         summaries = [self._calibrate(name) for name in ENVIRONMENTS if self.val_outputs[name]]
         if summaries:
-            self.log("val/auc", sum(s["auc"] for s in summaries) / len(summaries))
+            self.log("val/ndcg@10", sum(s["ndcg@10"] for s in summaries) / len(summaries))
 
     def _calibrate(self, name: str) -> dict[str, float]:
         """Fit Platt scaling on even users, measure ECE on odd users; log and keep the calibration."""
@@ -183,11 +191,13 @@ class SimulatorTraining(L.LightningModule):
         scale, shift = fit_platt(logits[fit], labels[fit])
         model = self.response_model(name)
         model.calibration.copy_(torch.tensor([scale, shift]))
-        bins = self.hparams.calibration_bins
+        bins, ranks = self.hparams.calibration_bins, outputs["ranks"].cpu()
+        theory_shift = math.log(model.num_items / self.hparams.calibration_negatives)
         summary = {
+            "ndcg@10": float(torch.where(ranks < 10, 1 / torch.log2(ranks + 2.0), 0.0).mean()),
             "auc": float(((logits[:, :1] > logits[:, 1:]) | ~distinct).float().mean()),
             "ece": expected_calibration_error(torch.sigmoid(scale * logits[held_out] + shift), labels[held_out], bins),
-            "ece_raw": expected_calibration_error(torch.sigmoid(logits[held_out]), labels[held_out], bins),
+            "ece_raw": expected_calibration_error(torch.sigmoid(logits[held_out] + theory_shift), labels[held_out], bins),
         }
         if "rating_error" in outputs:
             summary["rating_rmse"] = float(outputs["rating_error"].pow(2).mean().sqrt())
