@@ -8,7 +8,15 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lightning-rec
 OUT := outputs/demo
+# Demo budgets (the recipes' own defaults are longer; see each recipe's header).
 DEMO_EPOCHS ?= 8
+DEMO_SIM_EPOCHS ?= 5
+DEMO_PPO_EPOCHS ?= 5
+DEMO_META_STEPS ?= 100
+DATA := configs/data/ml-latest-small.yaml
+HYBRID := configs/hybrid-sasrec-ml-latest-small.yaml
+PRETRAINED := $(OUT)/hybrid/checkpoints/best.ckpt
+SIMULATOR := $(OUT)/simulator/checkpoints/best.ckpt
 
 .PHONY: setup demo test clean
 
@@ -20,11 +28,28 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The whole pipeline on the bundled ml-latest-small: encode item text -> hybrid SASRec -> test and
+# recommend -> user simulator -> PPO fine-tuning -> RL evaluation table -> meta-learning table.
+# The meta stage starts from the leave-one-out checkpoint here (cold_start_users: random), so its
+# test users' early events were pretrained on; configs/meta-ml-latest-small.yaml gives the leak-free run.
 demo: setup
 	rm -rf $(OUT)
-	$(CLI) fit -c configs/sasrec-ml-latest-small.yaml --trainer.default_root_dir $(OUT) --trainer.max_epochs $(DEMO_EPOCHS)
-	$(CLI) test -c configs/sasrec-ml-latest-small.yaml --trainer.default_root_dir $(OUT) --ckpt_path $(OUT)/checkpoints/best.ckpt
-	$(CLI) recommend -c configs/sasrec-ml-latest-small.yaml --ckpt_path $(OUT)/checkpoints/best.ckpt --user 1
+	$(CLI) predict -c $(DATA) -c configs/encode-ml-latest-small.yaml
+	$(CLI) fit -c $(HYBRID) --trainer.default_root_dir $(OUT)/hybrid --trainer.max_epochs $(DEMO_EPOCHS)
+	$(CLI) test -c $(HYBRID) --trainer.default_root_dir $(OUT)/hybrid --ckpt_path $(PRETRAINED)
+	$(CLI) recommend -c $(HYBRID) --ckpt_path $(PRETRAINED) --user 1
+	$(CLI) fit -c configs/simulator-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/simulator --trainer.max_epochs $(DEMO_SIM_EPOCHS)
+	$(CLI) fit -c configs/ppo-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/ppo --trainer.max_epochs $(DEMO_PPO_EPOCHS) \
+	    --model.init_args.pretrained $(PRETRAINED) --model.init_args.simulator $(SIMULATOR)
+	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/rl-evaluation \
+	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) \
+	    --model.init_args.policies '{ppo: $(OUT)/ppo/checkpoints/last.ckpt}'
+	OMP_NUM_THREADS=1 $(CLI) fit -c configs/meta-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/meta \
+	    --model.init_args.checkpoint $(PRETRAINED) --data.init_args.split leave_one_out --data.init_args.cold_start_users random \
+	    --trainer.max_steps $(DEMO_META_STEPS) --trainer.val_check_interval $(DEMO_META_STEPS)
+	OMP_NUM_THREADS=1 $(CLI) test -c configs/meta-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/meta \
+	    --model.init_args.checkpoint $(PRETRAINED) --data.init_args.split leave_one_out --data.init_args.cold_start_users random \
+	    --ckpt_path $(OUT)/meta/checkpoints/last.ckpt
 
 test: setup
 	$(VENV)/bin/pytest

@@ -19,6 +19,7 @@ from lightning_rec.metrics import ranking_metrics
 from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.baselines import PopularityRecommender, RandomRecommender
 from lightning_rec.tasks.text_encoding import ItemTextEncoder
+from trainers import quiet_trainer
 
 GENRES = ["alpha", "bravo", "charlie", "delta"]
 
@@ -45,15 +46,7 @@ def datamodule(source, fraction: float = 0.25) -> SequenceDataModule:
 
 
 def trainer(epochs: int = 0) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    return quiet_trainer(max_epochs=epochs, limit_val_batches=0)
 
 
 def test_cold_items_are_a_seeded_share_and_never_padding():

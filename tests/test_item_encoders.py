@@ -16,6 +16,7 @@ from lightning_rec.encoders.embedding_cache import EmbeddingCacheError, write_em
 from lightning_rec.encoders.text_item import HybridItemEncoder, PLMItemEncoder, TextItemEncoder, WhiteningMoEAdaptor
 from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.text_encoding import ItemTextEncoder
+from trainers import quiet_trainer
 
 INFO = pd.DataFrame({"item": [1, 2, 3, 4], "title": ["Alien", "Heat", "Up", "Jaws"]})
 
@@ -113,7 +114,7 @@ def test_text_sasrec_learns_the_item_chain_from_cached_text_vectors(chain_source
     space where the chain is predictable (chance NDCG@10 is about 0.1)."""
     dm = SequenceDataModule(chain_source, max_len=8, batch_size=32, cache_dir=None)
     output = tmp_path / "emb.safetensors"
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     trainer.predict(ItemTextEncoder(str(output), bert, template="{title}"), datamodule=dm)
     L.seed_everything(0)
     model = SequentialRecommender(
@@ -122,15 +123,7 @@ def test_text_sasrec_learns_the_item_chain_from_cached_text_vectors(chain_source
         lr=5e-3,
         warmup_steps=5,
     )
-    trainer = L.Trainer(
-        max_epochs=8,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=8, limit_val_batches=0)
     trainer.fit(model, dm)
     (result,) = trainer.test(model, dm, verbose=False)
     assert result["test/ndcg@10"] > 0.5
@@ -143,7 +136,7 @@ def test_hybrid_recommender_checkpoint_reloads_and_scores_identically(chain_sour
     info = dm.catalog.info
     write_cache(cache, rows=dm.num_items + 1, info=info)
     model = SequentialRecommender(HybridItemEncoder(str(cache), dim=16, dropout=0.0), TransformerEncoder(16, 1, 2, max_len=8, dropout=0.0))
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     restored = SequentialRecommender.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=False)

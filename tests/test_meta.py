@@ -35,6 +35,7 @@ from lightning_rec.meta.tasks import Segments
 from lightning_rec.meta.users import genre_taste
 from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.meta import MetaPolicyOptimizer
+from trainers import quiet_trainer
 
 
 def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, late_users: int = 0, seed: int = 0) -> InteractionFile:
@@ -286,7 +287,7 @@ def test_a_training_step_is_one_adamw_step_on_the_meta_gradient(algorithm):
     for n, g in gradient.items():
         reference[n].grad = g
     optimizer.step()
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = quiet_trainer(max_steps=1, num_sanity_val_steps=0)
     trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": tasks}], batch_size=None, collate_fn=keep_batch))
     for n, p in model.policy.named_parameters():
         torch.testing.assert_close(p.detach(), reference[n].detach(), atol=1e-6, rtol=1e-5)
@@ -303,7 +304,7 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
     dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2, 3], test_ks=[1, 3], val_k=3, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=8, support_windows=3, segment_window=6, segment_query=6, online_start=1, online_horizon=4)
     recommender = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
     model = MetaPolicyOptimizer(recommender=recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01)
-    trainer = L.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_epochs=3, default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert "val/ndcg@10" in trainer.callback_metrics
     results = trainer.test(model, dm, verbose=False)[0]
@@ -324,7 +325,7 @@ def simulator_path(groups_source, tmp_path_factory) -> str:
 
     L.seed_everything(0)
     module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
-    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = quiet_trainer(max_epochs=8, limit_val_batches=0)
     trainer.fit(module, LoggedDataModule(groups_source, max_len=8, batch_size=32, cache_dir=None))
     path = str(tmp_path_factory.mktemp("simulator") / "simulator.ckpt")
     trainer.save_checkpoint(path)
@@ -379,7 +380,7 @@ def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(group
     dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[2], test_ks=[2], val_k=2, num_query=3, tasks_per_batch=4, segment_tasks_per_epoch=4, support_windows=3, segment_window=6, segment_query=4)
     environment = TaskEnvironment(simulator_path, slate_size=3, episodes=4)
     model = MetaPolicyOptimizer(recommender=tiny_recommender(dm.num_items, 8, 1, 50), head=UserHead(), adapt="head", inner_steps=1, inner_lr=0.1, inner_loss="policy_gradient", environment=environment, curve_steps=1)
-    trainer = L.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path, limit_val_batches=0)
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
@@ -391,7 +392,7 @@ def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(group
 def test_meta_parameters_adapted_keeps_the_body_at_the_pretrained_weights():
     model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), adapt="head", meta_parameters="adapted", inner_steps=1, inner_lr=0.5, meta_lr=0.05)
     before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_steps=2)
     trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch))
     changed = {n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"head.linear.weight", "head.linear.bias"}

@@ -9,6 +9,7 @@ import torch
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.tasks import FullSoftmax, SampledSoftmax, SequentialRecommender
+from trainers import quiet_trainer
 
 
 def built_model(num_items: int = 30, **kwargs) -> SequentialRecommender:
@@ -85,7 +86,7 @@ def test_training_learns_the_item_chain(chain_source, objective):
     L.seed_everything(0)
     dm = SequenceDataModule(chain_source, max_len=8, batch_size=32, cache_dir=None)
     model = SequentialRecommender(IDItemEncoder(32), TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), objective, lr=5e-3, warmup_steps=5)
-    trainer = L.Trainer(max_epochs=25, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_epochs=25)
     trainer.fit(model, dm)
     (result,) = trainer.test(model, dm, verbose=False)
     assert result["test/ndcg@10"] > 0.6 and result["test/recall@10"] > 0.8

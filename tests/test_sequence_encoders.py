@@ -14,19 +14,12 @@ from lightning_rec.encoders.gru import GRUEncoder
 from lightning_rec.encoders.plm_sequence import PLMHistoryEncoder
 from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.cloze import MaskedItemObjective
+from trainers import quiet_trainer
 
 
 def fit_and_test(model, source, epochs: int = 10) -> dict:
     dm = SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
     trainer.fit(model, dm)
     return trainer.test(model, dm, verbose=False)[0]
 

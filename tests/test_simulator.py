@@ -11,15 +11,14 @@ from lightning_rec.data.datasets import training_windows
 from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.tasks.simulator_training import SimulatorTraining, split_users
+from trainers import quiet_trainer
 
 
 def fit_simulator(source, tmp_path, epochs: int = 40) -> tuple[SimulatorTraining, LoggedDataModule, str]:
     dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
     L.seed_everything(0)
     module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=20, calibration_negatives=10, lr=1e-2)
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, check_val_every_n_epoch=10
-    )
+    trainer = quiet_trainer(max_epochs=epochs, default_root_dir=tmp_path, check_val_every_n_epoch=10)
     trainer.fit(module, dm)
     path = str(tmp_path / "simulator.ckpt")
     trainer.save_checkpoint(path)

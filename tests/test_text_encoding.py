@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +23,7 @@ from lightning_rec.encoders.plm import (
     resolve_model_path,
 )
 from lightning_rec.tasks.text_encoding import ItemTextEncoder
+from trainers import quiet_trainer
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def bert(tmp_path_factory) -> str:
 
 def encode(source, bert: str, output: Path, **kwargs) -> ItemTextEncoder:
     module = ItemTextEncoder(str(output), bert, template="{title}", batch_size=7, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     trainer.predict(module, datamodule=SequenceDataModule(source, max_len=8, cache_dir=None))
     return module
 
@@ -178,7 +178,7 @@ def test_ddp_predict_gathers_shards_in_item_order(bert, tmp_path):
     source = InteractionFile(csv, item_path=csv.replace(".csv", "_items.csv"))
     encode(source, bert, tmp_path / "one.safetensors")
     module = ItemTextEncoder(str(tmp_path / "ddp.safetensors"), bert, template="{title}", batch_size=4)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(devices=2, strategy="ddp_fork")
     trainer.predict(module, datamodule=SequenceDataModule(source, max_len=8, cache_dir=None))
     one, ddp = read_embeddings(tmp_path / "one.safetensors")[0], read_embeddings(tmp_path / "ddp.safetensors")[0]
     assert one.shape == (38, 32)

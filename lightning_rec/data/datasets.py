@@ -17,17 +17,22 @@ def gather_windows(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
     return items[idx.clamp(min=0)] * valid
 
 
-def training_windows(data: SequenceData, train_end: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Cut each user's training prefix into windows of max_len + 1 events, from the most recent
-    backwards, overlapping by one event, so that every event but a user's first is a target exactly
-    once with up to max_len events of context. Returns LongTensor[num_windows, max_len + 1]."""
+def window_ends(train_end: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the training windows lie: each user's training prefix is cut into windows of max_len + 1
+    events, from the most recent backwards, overlapping by one event, so that every event but a
+    user's first is a target exactly once with up to max_len events of context. Returns (user, end)
+    per window, `end` an exclusive position within the user's sequence."""
     per_user = torch.div(train_end - 1 + max_len - 1, max_len, rounding_mode="floor").clamp(min=0)
     user = torch.repeat_interleave(torch.arange(len(train_end)), per_user)
-    first_window = torch.cumsum(per_user, 0) - per_user
-    k = torch.arange(len(user)) - first_window[user]
+    k = torch.arange(len(user)) - (torch.cumsum(per_user, 0) - per_user)[user]
+    return user, train_end[user] - k * max_len
+
+
+def training_windows(data: SequenceData, train_end: torch.Tensor, max_len: int) -> torch.Tensor:
+    """The windows of `window_ends` as LongTensor[num_windows, max_len + 1], left-padded."""
+    user, end = window_ends(train_end, max_len)
     starts = data.offsets[user]
-    ends = starts + train_end[user] - k * max_len
-    return gather_windows(data.items, starts, ends, max_len + 1)
+    return gather_windows(data.items, starts, starts + end, max_len + 1)
 
 
 def keep_batch(batch):

@@ -15,6 +15,10 @@ class SequenceEncoder(nn.Module):
 
     dim: int
     causal: bool = True
+    reads_item_ids: bool = False  # True: forward takes item ids [B, L] (a language model over item text)
+
+    def build(self, catalog) -> None:
+        """Create catalogue-dependent parts (catalog: lightning_rec.data.datamodule.ItemCatalog); most need none."""
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -11,18 +11,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_rec.data.datamodule import SequenceDataModule
-from lightning_rec.data.datasets import gather_windows
+from lightning_rec.data.datasets import gather_windows, window_ends
 from lightning_rec.data.preprocess import SequenceData
 
 
 def user_windows(data: SequenceData, train_end: torch.Tensor, max_len: int) -> dict[str, torch.Tensor]:
-    """The windows of `training_windows` (max_len + 1 events, cut from each user's training end
-    backwards, overlapping by one) with their user, their end (a position within the user) and,
-    when the data has ratings, each event's rating (0 on padding)."""
-    per_user = torch.div(train_end - 1 + max_len - 1, max_len, rounding_mode="floor").clamp(min=0)
-    user = torch.repeat_interleave(torch.arange(len(train_end)), per_user)
-    k = torch.arange(len(user)) - (torch.cumsum(per_user, 0) - per_user)[user]
-    end = train_end[user] - k * max_len
+    """The windows of `training_windows` with their user, their end (a position within the user)
+    and, when the data has ratings, each event's rating (0 on padding)."""
+    user, end = window_ends(train_end, max_len)
     starts = data.offsets[user]
     windows = {"user": user, "end": end, "items": gather_windows(data.items, starts, starts + end, max_len + 1)}
     if data.ratings is not None:

@@ -118,14 +118,13 @@ class SequentialRecommender(RankingRecommender):
     def build(self, catalog: ItemCatalog) -> None:
         """Create the catalogue-sized parts: item table, metrics, popularity for empty histories."""
         self.item_encoder.build(catalog)
-        if hasattr(self.sequence_encoder, "build"):  # encoders that read item text (a PLM over histories)
-            self.sequence_encoder.build(catalog)
+        self.sequence_encoder.build(catalog)
         super().build(catalog)
 
     # -- the model ---------------------------------------------------------------------------------
     def encode(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D]."""
-        if getattr(self.sequence_encoder, "reads_item_ids", False):  # a language model over the items' text
+        if self.sequence_encoder.reads_item_ids:  # a language model over the items' text
             return self.sequence_encoder(input, input == 0)
         items = self.item_encoder() if items is None else items
         return self.sequence_encoder(items[input], input == 0)
