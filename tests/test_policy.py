@@ -50,6 +50,15 @@ def test_entropy_and_kl_skip_masked_items():
     assert masked_kl(log_p, log_p, blocked).item() == 0
 
 
+def test_entropy_and_kl_have_finite_gradients_through_masked_items():
+    logits = torch.tensor([[0.3, 0.0, 1.0]], requires_grad=True)
+    blocked = torch.tensor([[True, False, False]])
+    log_p = torch.log_softmax(logits.masked_fill(blocked, float("-inf")), -1)
+    log_q = torch.log_softmax(torch.tensor([[float("-inf"), 0.5, 0.0]]), -1)
+    (masked_entropy(log_p, blocked) + masked_kl(log_p, log_q, blocked)).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0] == 0 and logits.grad[0, 1:].abs().sum() > 0
+
+
 def test_returns_and_gae_match_their_definitions():
     rewards = torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 0.0, 0.0, 0.0]])
     valid = torch.tensor([[True, True, True, False], [True, False, False, False]])

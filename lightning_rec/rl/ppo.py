@@ -66,7 +66,8 @@ class PPO(PolicyAlgorithm):
                 hidden, log_probs, blocked = tuner.episode_log_probs(episodes, rows)
                 mask = valid[rows]
                 count = mask.sum().clamp(min=1)
-                ratio = (slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]).exp()
+                log_ratio = slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]
+                ratio = torch.where(mask.unsqueeze(-1), log_ratio, 0.0).exp()  # steps after the end: ratio 1, no inf * 0
                 advantage = advantages[rows].unsqueeze(-1)
                 surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage).mean(-1)
                 policy_loss = -(surrogate * mask).sum() / count

@@ -33,10 +33,14 @@ def topk_correction(pi: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def masked_entropy(log_probs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """Entropy of each softmax [...] whose blocked items have probability 0 (log -inf)."""
+    """Entropy of each softmax [...] whose blocked items have probability 0 (log -inf). The -inf
+    entries are replaced before any product: 0 * -inf would make the gradient NaN even where masked."""
+    log_probs = log_probs.masked_fill(blocked, 0.0)
     return -(log_probs.exp() * log_probs).masked_fill(blocked, 0.0).sum(-1)
 
 
 def masked_kl(log_probs: torch.Tensor, reference_log_probs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """KL(p || reference) of each pair of softmaxes [...] over the items not blocked in either."""
+    """KL(p || reference) of each pair of softmaxes [...] over the items not blocked in either
+    (-inf entries replaced first, as in masked_entropy)."""
+    log_probs, reference_log_probs = log_probs.masked_fill(blocked, 0.0), reference_log_probs.masked_fill(blocked, 0.0)
     return (log_probs.exp() * (log_probs - reference_log_probs)).masked_fill(blocked, 0.0).sum(-1)
