@@ -48,11 +48,13 @@ class PopularityAgent(SlateAgent):
 
 class RecommenderAgent(SlateAgent):
     """A SequentialRecommender's next-item scores from its state after the user's last
-    `context_len` logged items and the clicks so far (see episode_states). Keeps the row and each
-    step's state slot, which the policy updates read back."""
+    `context_len` logged items and the clicks so far (see episode_states), divided by `temperature`
+    (the softmax a sampled slate is drawn from; top-K slates do not depend on it). Keeps the row and
+    each step's state slot, which the policy updates read back."""
 
-    def __init__(self, recommender, context_len: int, max_steps: int):
+    def __init__(self, recommender, context_len: int, max_steps: int, temperature: float = 1.0):
         self.recommender, self.context_len, self.max_steps = recommender, context_len, max_steps
+        self.temperature = temperature
 
     def start(self, state: SimulatorState) -> None:
         super().start(state)
@@ -64,7 +66,7 @@ class RecommenderAgent(SlateAgent):
 
     def scores(self) -> torch.Tensor:
         self.slots.append(self.states.slot.clone())
-        return self.states.hidden @ self.items.T
+        return self.states.hidden @ self.items.T / self.temperature
 
     def observe(self, clicked: torch.Tensor) -> None:
         self.states.append(clicked.to(self.states.sequence.device))

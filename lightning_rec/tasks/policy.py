@@ -36,7 +36,9 @@ def _load_recommender(path: str) -> SequentialRecommender:
 class PolicyFineTuner(L.LightningModule):
     """Fine-tunes the SequentialRecommender in the `pretrained` checkpoint as a stochastic slate
     policy: a slate is `slate_size` items drawn without replacement from the softmax of its next-item
-    scores, with consumed and already shown items masked. The `algorithm` (Reinforce,
+    scores divided by `temperature`, with consumed and already shown items masked. Below 1 the
+    sampled slates stay close to the greedy top-K the policy is judged by, so the updates reorder its
+    top items instead of spreading over the catalogue's long tail. The `algorithm` (Reinforce,
     OffPolicyReinforce, PPO, ...) is a YAML component.
 
     Episodes are played in the training environment of the `simulator` checkpoint (never its
@@ -56,6 +58,7 @@ class PolicyFineTuner(L.LightningModule):
         behaviour: UserBehaviour | None = None,
         slate_size: int = 10,
         context_len: int = 30,
+        temperature: float = 1.0,
         lr: float = 1e-4,
         head_lr: float = 1e-3,
         max_grad_norm: float = 1.0,
@@ -67,6 +70,8 @@ class PolicyFineTuner(L.LightningModule):
         self.automatic_optimization = False
         self.recommender = load_recommender(pretrained)
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         encoder = self.recommender.sequence_encoder
         needed = context_len + self.behaviour.max_steps
         if hasattr(encoder, "max_len") and needed > encoder.max_len:
@@ -97,7 +102,7 @@ class PolicyFineTuner(L.LightningModule):
         keep = self.train_env.allowed[batch["user"]]
         if not keep.any():
             raise ValueError("the batch holds no window of the training environment's users; use a larger batch_size")
-        agent = RecommenderAgent(self.recommender, self.hparams.context_len, self.behaviour.max_steps)
+        agent = RecommenderAgent(self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature)
         episodes = rollout(
             self.train_env, agent, batch["user"][keep], batch["end"][keep], self.hparams.slate_size, sample=True, generator=self.generator
         )
@@ -124,12 +129,12 @@ class PolicyFineTuner(L.LightningModule):
     def episode_log_probs(
         self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(states [b, T, D], log-softmax [b, T, N + 1] with the items masked during the episode at
-        -inf, that mask) for users `rows`, under this policy or another `recommender`."""
+        """(states [b, T, D], log-softmax of scores / temperature [b, T, N + 1] with the items masked
+        during the episode at -inf, that mask) for users `rows`, under this policy or another `recommender`."""
         recommender = self.recommender if recommender is None else recommender
         hidden = self.episode_states(episodes, rows, recommender)
         blocked = episodes.blocked(rows)
-        logits = (hidden @ recommender.item_encoder().T).masked_fill(blocked, float("-inf"))
+        logits = (hidden @ recommender.item_encoder().T / self.hparams.temperature).masked_fill(blocked, float("-inf"))
         return hidden, torch.log_softmax(logits, dim=-1), blocked
 
     def logged_rewards(self, batch: dict) -> torch.Tensor:
