@@ -231,23 +231,29 @@ def greedy_return(world, checkpoint_or_agent) -> float:
     return float(episodes.rewards.sum(1).mean())
 
 
-PPO = "{class_path: lightning_rec.rl.PPO, init_args: {epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0}}"
+def ppo(credit: str) -> str:
+    return f"{{class_path: lightning_rec.rl.PPO, init_args: {{epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0, credit: {credit}}}}}"
+
+
+def fine_tune_ppo(world, credit: str) -> str:
+    root, data, pretrained, simulator = world
+    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003)
+    return run_cli(root / f"ppo-{credit}", data, model, epochs=12, batch_size=512)
 
 
 @pytest.fixture(scope="module")
 def ppo_checkpoint(world) -> str:
-    root, data, pretrained, simulator = world
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=PPO, lr=0.003)
-    return run_cli(root / "ppo", data, model, epochs=12, batch_size=512)
+    return fine_tune_ppo(world, "slate")
 
 
-def test_ppo_finds_the_known_best_policy(world, ppo_checkpoint):
+@pytest.mark.parametrize("credit", ["slate", "click"])
+def test_ppo_finds_the_known_best_policy(world, ppo_checkpoint, credit):
     from lightning_rec.rl.agents import PopularityAgent
 
     best = greedy_return(world, PopularityAgent((torch.arange(NUM_ITEMS + 1) > LOW).float()))
     before = greedy_return(world, world[2])
-    after = greedy_return(world, ppo_checkpoint)
-    print(f"return: pretrained {before:.3f}  PPO {after:.3f}  best {best:.3f}")
+    after = greedy_return(world, ppo_checkpoint if credit == "slate" else fine_tune_ppo(world, credit))
+    print(f"return: pretrained {before:.3f}  PPO ({credit} credit) {after:.3f}  best {best:.3f}")
     assert best > before + 0.5
     assert after > before + 0.6 * (best - before)
 

@@ -4,21 +4,27 @@ that keeps the policy near the frozen pretrained one (so next-item accuracy is n
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 
 from lightning_rec.rl.advantages import generalized_advantages
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.heads import ValueHead
-from lightning_rec.rl.slates import masked_entropy, masked_kl, slate_log_probs
+from lightning_rec.rl.slates import clicked_log_probs, masked_entropy, masked_kl, slate_log_probs, topk_correction
 
 
 class PPO(PolicyAlgorithm):
     """Proximal policy optimisation on episodes sampled in the training environment.
 
-    The action of a step is a slate drawn without replacement; each of its K draws is a sub-action
-    with its own probability ratio (its Plackett-Luce term under the new and the sampling policy),
-    clipped to [1 - clip, 1 + clip] and weighted by the step's GAE advantage. The loss adds
+    The action of a step is a slate drawn without replacement. With `credit="slate"` each of its K
+    draws is a sub-action with its own probability ratio (its Plackett-Luce term under the new and
+    the sampling policy), clipped to [1 - clip, 1 + clip] and weighted by the step's GAE advantage.
+    With `credit="click"` the action is the clicked item, as in Reinforce (Chen et al.): its ratio
+    pi(item) / pi_old(item) under the softmax, times the advantage and the top-K correction
+    lambda_K(pi_old); steps without a click add no policy term (their rewards still shape the
+    advantages of the steps before). A user clicks one item per slate and the reward comes with it,
+    so this credits the item that earned it instead of spreading it over K draws. The loss adds
     value_coef * the value error, subtracts entropy_coef * the softmax entropy and adds kl_coef *
     KL(policy || pretrained policy), both over the state's unmasked items. `epochs` passes over the
     episodes in minibatches of `minibatch_users` users, one optimiser step each.
@@ -35,8 +41,12 @@ class PPO(PolicyAlgorithm):
         entropy_coef: float = 0.0,
         kl_coef: float = 0.1,
         normalize_advantages: bool = True,
+        credit: Literal["slate", "click"] = "slate",
     ):
         super().__init__()
+        if credit not in ("slate", "click"):
+            raise ValueError(f"PPO.credit must be 'slate' or 'click', got {credit!r}")
+        self.credit = credit
         self.clip, self.epochs, self.minibatch_users = clip, epochs, minibatch_users
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.value_coef, self.entropy_coef, self.kl_coef = value_coef, entropy_coef, kl_coef
@@ -51,10 +61,14 @@ class PPO(PolicyAlgorithm):
         valid = episodes.valid
         steps = valid.shape[1]
         progress = tuner.progress(steps)
+        clicked = episodes.clicked
         with torch.no_grad():
-            values = torch.cat(
-                [self.value(tuner.episode_states(episodes, rows), progress.expand(len(rows), -1)) for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False)]
-            )
+            values, old_click = [], []
+            for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False):
+                hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
+                values.append(self.value(hidden, progress.expand(len(rows), -1)))
+                old_click.append(clicked_log_probs(log_probs, clicked[rows]))  # the sampling policy's
+            values, old_click = torch.cat(values), torch.cat(old_click)
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)
@@ -66,11 +80,17 @@ class PPO(PolicyAlgorithm):
                 hidden, log_probs, blocked = tuner.episode_log_probs(episodes, rows)
                 mask = valid[rows]
                 count = mask.sum().clamp(min=1)
-                log_ratio = slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]
-                ratio = torch.where(mask.unsqueeze(-1), log_ratio, 0.0).exp()  # steps after the end: ratio 1, no inf * 0
+                if self.credit == "slate":
+                    acted, correction = mask, 1.0
+                    log_ratio = slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]
+                else:
+                    acted = mask & (clicked[rows] != 0)
+                    correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
+                    log_ratio = (clicked_log_probs(log_probs, clicked[rows]) - old_click[rows]).unsqueeze(-1)
+                ratio = torch.where(acted.unsqueeze(-1), log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
                 advantage = advantages[rows].unsqueeze(-1)
-                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage).mean(-1)
-                policy_loss = -(surrogate * mask).sum() / count
+                surrogate = (torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction).mean(-1)
+                policy_loss = -(surrogate * acted).sum() / acted.sum().clamp(min=1)
                 with torch.no_grad():
                     _, reference_log_probs, _ = tuner.episode_log_probs(episodes, rows, self.reference)
                 kl = (masked_kl(log_probs, reference_log_probs, blocked) * mask).sum() / count
@@ -82,7 +102,7 @@ class PPO(PolicyAlgorithm):
                 tuner.apply_gradients()
                 updates += 1
                 clipped = ((ratio - 1).abs() > self.clip).float().mean(-1)
-                for key, number in (("policy_loss", policy_loss), ("value_loss", value_loss), ("kl", kl), ("entropy", entropy), ("clipped_share", (clipped * mask).sum() / count)):
-                    totals[key] = totals.get(key, 0.0) + float(number)
+                for key, number in (("policy_loss", policy_loss), ("value_loss", value_loss), ("kl", kl), ("entropy", entropy), ("clipped_share", (clipped * acted).sum() / acted.sum().clamp(min=1))):
+                    totals[key] = totals.get(key, 0.0) + float(number.detach())
         logs.update({key: total / max(updates, 1) for key, total in totals.items()})
         return logs

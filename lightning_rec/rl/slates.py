@@ -24,6 +24,12 @@ def slate_log_probs(logits: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
     return log_probs - torch.log1p(-drawn_before.clamp(max=1 - 1e-6))
 
 
+def clicked_log_probs(log_probs: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+    """log pi(clicked item) [...] from log-softmaxes [..., N + 1]; 0 where nothing was clicked (item 0)."""
+    picked = log_probs.gather(-1, clicked.unsqueeze(-1)).squeeze(-1)
+    return torch.where(clicked != 0, picked, 0.0)
+
+
 def topk_correction(pi: torch.Tensor, k: int) -> torch.Tensor:
     """lambda_K = K (1 - pi)^(K - 1): the derivative of alpha = 1 - (1 - pi)^K, the chance that an item
     of softmax probability pi appears in a slate of K independent draws. Multiplying the REINFORCE
