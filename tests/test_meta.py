@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_rec.data import ItemCatalog
+from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import PreprocessOptions, load_or_build
@@ -409,3 +409,33 @@ def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "lightning_rec.tasks.meta.MetaPolicyOptimizer" in printed and "encoder_checkpoint: pre.ckpt" in printed
     assert "lightning_rec.meta.environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
+
+
+def test_the_cli_starts_meta_training_from_a_pretraining_checkpoint(groups_source, tmp_path):
+    """The checkpoint is loaded while LightningCLI instantiates the model; the recommender must come
+    back with its own hyperparameters and weights, not the meta stage's arguments."""
+    from lightning_rec.cli import RecommenderCLI
+
+    dm = SequenceDataModule(groups_source, max_len=12, batch_size=32, cache_dir=None)
+    pretrained = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(pretrained, dm)
+    path = str(tmp_path / "pretrained.ckpt")
+    trainer.save_checkpoint(path)
+    cli = RecommenderCLI(
+        args=[
+            "--data=lightning_rec.meta.MetaDataModule", "--data.source=lightning_rec.data.sources.InteractionFile",
+            f"--data.source.path={groups_source.path}", f"--data.source.item_path={groups_source.item_path}",
+            "--data.cache_dir=null", "--data.max_len=12", "--data.num_segments=4", "--data.held_out_segments=1",
+            "--data.train_ks=[1, 2, 3]", "--data.test_ks=[1, 3]", "--data.val_k=3", "--data.num_query=3", f"--data.encoder_checkpoint={path}",
+            "--model=lightning_rec.tasks.meta.MetaPolicyOptimizer", f"--model.checkpoint={path}", "--model.head=lightning_rec.meta.UserHead",
+            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    loaded = cli.model.policy.recommender
+    assert loaded.hparams.eval_ks == pretrained.hparams.eval_ks
+    torch.testing.assert_close(loaded.item_encoder.embedding.weight, pretrained.item_encoder.embedding.weight)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 2

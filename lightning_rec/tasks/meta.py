@@ -19,6 +19,7 @@ from lightning_rec.meta.policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.report import adaptation_table, plot_curves, publish
 from lightning_rec.meta.tasks import TaskBatch
 from lightning_rec.metrics import pessimistic_ranks
+from lightning_rec.tasks.policy import load_recommender
 from lightning_rec.tasks.recommender import SequentialRecommender
 
 
@@ -74,7 +75,7 @@ class MetaPolicyOptimizer(L.LightningModule):
         if inner_loss == "policy_gradient" and environment is None:
             raise ValueError("inner_loss='policy_gradient' needs an environment (a simulator checkpoint)")
         if checkpoint is not None:
-            recommender = SequentialRecommender.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+            recommender = load_recommender(checkpoint)  # pretraining or fine-tuned policy, outside the CLI's context
         self.policy = AdaptivePolicy(recommender, head)
         self.algorithm = algorithm if algorithm is not None else FOMAML()
         self.environment = environment
