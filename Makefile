@@ -9,10 +9,10 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lightning-rec
 OUT := outputs/demo
 # Demo budgets (the recipes' own defaults are longer; see each recipe's header).
-DEMO_EPOCHS ?= 8
-DEMO_SIM_EPOCHS ?= 5
-DEMO_PPO_EPOCHS ?= 5
-DEMO_META_STEPS ?= 100
+DEMO_EPOCHS ?= 5
+DEMO_SIM_EPOCHS ?= 3
+DEMO_PPO_EPOCHS ?= 1
+DEMO_META_STEPS ?= 50
 DATA := configs/data/ml-latest-small.yaml
 HYBRID := configs/hybrid-sasrec-ml-latest-small.yaml
 PRETRAINED := $(OUT)/hybrid/checkpoints/best.ckpt
@@ -49,7 +49,7 @@ demo: setup
 	    --trainer.max_steps $(DEMO_META_STEPS) --trainer.val_check_interval $(DEMO_META_STEPS)
 	OMP_NUM_THREADS=1 $(CLI) test -c configs/meta-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/meta \
 	    --model.init_args.checkpoint $(PRETRAINED) --data.init_args.split leave_one_out --data.init_args.cold_start_users random \
-	    --ckpt_path $(OUT)/meta/checkpoints/last.ckpt
+	    --data.init_args.test_ks '[1, 5]' --ckpt_path $(OUT)/meta/checkpoints/last.ckpt
 
 test: setup
 	$(VENV)/bin/pytest
