@@ -59,7 +59,7 @@ def main() -> None:
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
     ppo = PPO(**recipe["algorithm"]["init_args"])
     behaviour = UserBehaviour(max_steps=args.steps, initial_patience=float("inf"))
-    tuner = PolicyFineTuner(args.pretrained, args.simulator, ppo, behaviour, slate_size=recipe["slate_size"], context_len=50 - args.steps)
+    tuner = PolicyFineTuner(args.pretrained, args.simulator, ppo, behaviour, slate_size=recipe["slate_size"], context_len=50 - args.steps, temperature=recipe.get("temperature", 1.0))
     from lightning_rec.tasks.simulator_training import SimulatorTraining
 
     train_users = SimulatorTraining.load_from_checkpoint(args.simulator, weights_only=False).users_of("train")
