@@ -83,23 +83,6 @@ def test_hybrid_gives_ids_only_to_items_seen_in_training_and_keeps_that_in_check
     torch.testing.assert_close(restored(), hybrid())
 
 
-def test_hybrid_id_dropout_leaves_out_id_vectors_only_while_training(tmp_path):
-    path = tmp_path / "emb.safetensors"
-    write_cache(path)
-    hybrid = HybridItemEncoder(str(path), dim=4, dropout=0.0, id_dropout=0.5)
-    hybrid.build(catalog(popularity=(0, 5, 3, 2, 1)))
-    text = TextItemEncoder(str(path), dim=4, dropout=0.0)
-    text.build(catalog())
-    text.adaptor.load_state_dict(hybrid.adaptor.state_dict())
-    torch.manual_seed(0)
-    dropped = torch.stack([(hybrid() - text()).abs().sum(1)[1:] == 0 for _ in range(400)])
-    assert 0.4 < dropped.float().mean() < 0.6  # each item's ID vector is out about half the time
-    hybrid.eval()
-    assert ((hybrid() - text()).abs().sum(1)[1:] > 0).all()
-    with pytest.raises(ValueError, match="id_dropout"):
-        HybridItemEncoder(str(path), id_dropout=1.0)
-
-
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> str:
     return save_tiny_bert(tmp_path_factory.mktemp("bert"))

@@ -79,18 +79,7 @@ class TextItemEncoder(ItemEncoder):
 
 class HybridItemEncoder(TextItemEncoder):
     """ID embedding + adapted text vector, summed. Items without a single training event get no ID
-    vector (only text): an untrained ID row is noise at best.
-
-    `id_dropout`: while training, each item's ID vector is left out with this probability (per
-    batch, as DropoutNet does for cold start), so the model also learns to rank items by their text
-    alone; otherwise text-only (cold) items score below every item that has an ID vector.
-    """
-
-    def __init__(self, embeddings: str, dim: int = 64, num_experts: int = 8, dropout: float = 0.2, init_std: float = 0.02, id_dropout: float = 0.0):
-        super().__init__(embeddings, dim, num_experts, dropout, init_std)
-        if not 0 <= id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
-        self.id_dropout = id_dropout
+    vector (only text): an untrained ID row is noise at best."""
 
     def build(self, catalog) -> None:
         super().build(catalog)
@@ -99,10 +88,7 @@ class HybridItemEncoder(TextItemEncoder):
         self.register_buffer("has_id", (catalog.popularity > 0).unsqueeze(1))  # saved: restored with checkpoints
 
     def forward(self) -> torch.Tensor:
-        keep = self.has_id
-        if self.training and self.id_dropout > 0:
-            keep = keep & (torch.rand_like(keep, dtype=torch.float) >= self.id_dropout)
-        return super().forward() + self.id_embedding.weight * keep
+        return super().forward() + self.id_embedding.weight * self.has_id
 
 
 class PLMItemEncoder(ItemEncoder):
