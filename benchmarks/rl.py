@@ -17,7 +17,9 @@ import time
 import lightning as L
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
+from lightning_rec.data.datasets import keep_batch
 from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
 from lightning_rec.tasks.policy import PolicyFineTuner
 
@@ -31,7 +33,7 @@ class FixedEpisodes(LoggedDataModule):
 
     def train_dataloader(self):
         batch = {"user": self.users, "end": self.split.train_end[self.users]}
-        return [batch] * self.updates
+        return DataLoader([batch] * self.updates, batch_size=None, collate_fn=keep_batch)
 
 
 class Timer(L.Callback):
