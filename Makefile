@@ -18,7 +18,7 @@ HYBRID := configs/hybrid-sasrec-ml-latest-small.yaml
 PRETRAINED := $(OUT)/hybrid/checkpoints/best.ckpt
 SIMULATOR := $(OUT)/simulator/checkpoints/best.ckpt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo demo-meta test clean
 
 setup: $(VENV)/.installed
 
@@ -28,10 +28,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# The whole pipeline on the bundled ml-latest-small: encode item text -> hybrid SASRec -> test and
-# recommend -> user simulator -> PPO fine-tuning -> RL evaluation table -> meta-learning table.
-# The meta stage starts from the leave-one-out checkpoint here (cold_start_users: random), so its
-# test users' early events were pretrained on; configs/meta-ml-latest-small.yaml gives the leak-free run.
+# The pipeline on the bundled ml-latest-small: encode item text -> hybrid SASRec -> test and recommend
+# -> user simulator -> PPO fine-tuning -> RL evaluation table: about 11 min from a fresh clone on 2 cores
+# (4 of them installing, 2 encoding). Short budgets: the tables differ from the recipes' (docs/rl.md).
 demo: setup
 	rm -rf $(OUT)
 	$(CLI) predict -c $(DATA) -c configs/encode-ml-latest-small.yaml
@@ -44,6 +43,11 @@ demo: setup
 	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/rl-evaluation \
 	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) \
 	    --model.init_args.policies '{ppo: $(OUT)/ppo/checkpoints/last.ckpt}'
+
+# Then the meta-learning table (about 15 min more: meta-training through the hybrid item encoder is slow).
+# It starts from the demo's leave-one-out checkpoint (cold_start_users: random), so its test users' early
+# events were pretrained on; configs/meta-ml-latest-small.yaml gives the leak-free run.
+demo-meta: setup
 	OMP_NUM_THREADS=1 $(CLI) fit -c configs/meta-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/meta \
 	    --model.init_args.checkpoint $(PRETRAINED) --data.init_args.split leave_one_out --data.init_args.cold_start_users random \
 	    --trainer.max_steps $(DEMO_META_STEPS) --trainer.val_check_interval $(DEMO_META_STEPS)
