@@ -17,6 +17,7 @@ from lightning_rec.metrics import (
     MRRAtK,
     NDCGAtK,
     RecallAtK,
+    ndcg_of_ranks,
     pessimistic_ranks,
     ranking_metrics,
 )
@@ -83,6 +84,16 @@ def test_collection_matches_reference_on_tied_scores(k):
     values = metrics.compute()
     for name in REFERENCE_GAINS:
         assert values[f"{name}@{k}"].item() == pytest.approx(reference_value(name, ranks, k), abs=1e-6), name
+
+
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_per_row_ndcg_averages_to_the_metric_and_the_reference(k):
+    scores, targets = random_scores(users=64, items=30, seed=k, ties=True)
+    rows = ndcg_of_ranks(pessimistic_ranks(scores, targets), k)
+    metric = NDCGAtK(k)
+    metric.update(scores, targets)
+    assert rows.shape == (64,) and rows.mean().item() == pytest.approx(metric.compute().item(), abs=1e-6)
+    assert rows.mean().item() == pytest.approx(reference_value("ndcg", reference_ranks(scores, targets), k), abs=1e-6)
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])

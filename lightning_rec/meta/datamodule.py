@@ -58,10 +58,11 @@ class MetaDataModule(SequenceDataModule):
     latter two only ever appear as cold-start tasks (first k events known, the next `num_query` to
     predict); with `cold_start_users: unseen` they are instead the users without any training
     event (a temporal split's users who arrive after the cut: unseen by a pretraining on the same
-    split too). Meta-training only reads training events (before each user's `train_end`). Meta-training cold-start tasks start at a random event of a meta-train user
-    (`train_anywhere`: many more tasks than users, so the outer loop does not overfit a few hundred
-    users' first events) or at their first event. Training batches are {"cold_start": TaskBatch, "segment": TaskBatch} (a kind is left
-    out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
+    split too). Meta-training only reads training events (before each user's `train_end`).
+    Meta-training cold-start tasks start at a random event of a meta-train user (`train_anywhere`:
+    many more tasks than users, so the outer loop does not overfit a few hundred users' first
+    events) or at their first event. Training batches are {"cold_start": TaskBatch, "segment":
+    TaskBatch} (a kind is left out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
     `test_ks`, then the held-out segments; predict is the online replay of the test users.
     """
 

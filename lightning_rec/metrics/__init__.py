@@ -7,6 +7,7 @@ from lightning_rec.metrics.ranking import (
     NDCGAtK,
     RankCutoffMetric,
     RecallAtK,
+    ndcg_of_ranks,
     ranking_metrics,
 )
 from lightning_rec.metrics.ranks import pessimistic_ranks
@@ -18,6 +19,7 @@ __all__ = [
     "NDCGAtK",
     "RankCutoffMetric",
     "RecallAtK",
+    "ndcg_of_ranks",
     "pessimistic_ranks",
     "ranking_metrics",
 ]

@@ -68,6 +68,12 @@ class NDCGAtK(RankCutoffMetric):
         return 1.0 / torch.log2(ranks + 2)
 
 
+def ndcg_of_ranks(ranks: Tensor, k: int) -> Tensor:
+    """Each row's NDCG@k from its 0-based rank of the one relevant item (1/log2(r+2) below k, else 0):
+    per-row values, for paired comparisons and standard errors that the summed metric cannot give."""
+    return torch.where(ranks < k, 1.0 / torch.log2(ranks.float() + 2.0), 0.0)
+
+
 class MRRAtK(RankCutoffMetric):
     """Mean reciprocal rank truncated at k: a hit at rank r is worth 1/(r+1)."""
 

@@ -65,10 +65,14 @@ class PPO(PolicyAlgorithm):
         with torch.no_grad():
             values, old_click = [], []
             for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False):
-                hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
+                if self.credit == "click":  # the sampling policy's probability of each clicked item
+                    hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
+                    old_click.append(clicked_log_probs(log_probs, clicked[rows]))
+                else:  # slate credit: episodes.log_probs already hold the sampling probabilities
+                    hidden = tuner.episode_states(episodes, rows)
                 values.append(self.value(hidden, progress.expand(len(rows), -1)))
-                old_click.append(clicked_log_probs(log_probs, clicked[rows]))  # the sampling policy's
-            values, old_click = torch.cat(values), torch.cat(old_click)
+            values = torch.cat(values)
+            old_click = torch.cat(old_click) if old_click else None
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)

@@ -18,15 +18,14 @@ from lightning_rec.meta.inner import InnerLoop, InnerLoss
 from lightning_rec.meta.policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.report import adaptation_table, plot_curves, publish
 from lightning_rec.meta.tasks import TaskBatch
-from lightning_rec.metrics import pessimistic_ranks
+from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
 from lightning_rec.tasks.policy import load_recommender
 from lightning_rec.tasks.recommender import SequentialRecommender
 
 
 def _ndcg(scores: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
     """NDCG@k of each row [M] (one relevant item, ties against the model)."""
-    ranks = pessimistic_ranks(scores, target)
-    return torch.where(ranks < k, 1.0 / torch.log2(ranks.float() + 2.0), 0.0)
+    return ndcg_of_ranks(pessimistic_ranks(scores, target), k)
 
 
 class MetaPolicyOptimizer(L.LightningModule):
@@ -37,8 +36,8 @@ class MetaPolicyOptimizer(L.LightningModule):
     every task's support set (all tasks at once, through torch.func) with the next-item loss or,
     given an `environment`, `inner_loss: policy_gradient` in the simulator, and steps the outer
     optimizer on the algorithm's meta-gradient, for every parameter or (`meta_parameters: adapted`)
-    only the adapted ones, the rest staying the pretrained weights. Validation reports NDCG@10 on held-out users' query
-    events after adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the
+    only the adapted ones, the rest staying the pretrained weights. Validation reports NDCG@10 on
+    held-out users' query events after adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the
     plain pretrained start and the meta-learned start before and after the same adaptation (NDCG@10
     on query events, and with an environment the return in its "eval" simulator), and writes the
     table and adaptation curves. Predict replays test users' events in time order, adapting between

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_rec.data.preprocess import SequenceData
-from lightning_rec.metrics import pessimistic_ranks
+from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.rl.response_model import ResponseModel
@@ -194,7 +194,7 @@ class SimulatorTraining(L.LightningModule):
         bins, ranks = self.hparams.calibration_bins, outputs["ranks"].cpu()
         theory_shift = math.log(model.num_items / self.hparams.calibration_negatives)
         summary = {
-            "ndcg@10": float(torch.where(ranks < 10, 1 / torch.log2(ranks + 2.0), 0.0).mean()),
+            "ndcg@10": float(ndcg_of_ranks(ranks, 10).mean()),
             "auc": float(((logits[:, :1] > logits[:, 1:]) | ~distinct).float().mean()),
             "ece": expected_calibration_error(torch.sigmoid(scale * logits[held_out] + shift), labels[held_out], bins),
             "ece_raw": expected_calibration_error(torch.sigmoid(logits[held_out] + theory_shift), labels[held_out], bins),
