@@ -20,6 +20,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from lightning_rec.data.datasets import keep_batch
+from lightning_rec.memory import keep_freed_memory
 from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
 from lightning_rec.tasks.policy import PolicyFineTuner
 
@@ -56,7 +57,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--return-freed-memory", action="store_true", help="glibc's default: without the CLI's keep_freed_memory()")
     args = parser.parse_args()
+    if not args.return_freed_memory:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
     ppo = PPO(**recipe["algorithm"]["init_args"])

@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_rec.data.datamodule import SequenceDataModule
+from lightning_rec.memory import keep_freed_memory
 
 
 def use_wandb_offline_without_key() -> None:
@@ -33,6 +34,7 @@ class RecommenderCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     use_wandb_offline_without_key()
+    keep_freed_memory()
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["recommend"]:
         from lightning_rec.recommend import recommend_main

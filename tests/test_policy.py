@@ -12,7 +12,8 @@ from lightning_rec.data import ItemCatalog
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.rl.advantages import discounted_returns, generalized_advantages
 from lightning_rec.rl.episode_states import CachedTransformerStates, RecomputedStates, episode_layout
-from lightning_rec.rl.slates import masked_entropy, masked_kl, sample_slates, slate_log_probs, topk_correction
+from lightning_rec.rl.slates import Anchor, sample_slates, slate_log_probs, topk_correction
+from lightning_rec.softmax import log_probs_at
 from lightning_rec.tasks import SequentialRecommender
 
 
@@ -21,7 +22,7 @@ def test_slate_probabilities_of_all_ordered_slates_sum_to_one_and_match_sampling
     logits = torch.randn(6)
     logits[2] = float("-inf")  # masked: never drawn
     slates = torch.tensor(list(itertools.permutations(range(6), 2)))
-    probs = slate_log_probs(logits.expand(len(slates), -1), slates).sum(1).exp()
+    probs = slate_log_probs(log_probs_at(logits.expand(len(slates), -1), slates)).sum(1).exp()
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert probs[(slates == 2).any(1)].sum() == 0
     drawn = sample_slates(logits.expand(40000, -1), 2, torch.Generator().manual_seed(0))
@@ -40,23 +41,48 @@ def test_topk_correction_is_the_derivative_of_the_chance_to_be_in_the_slate():
     assert topk_correction(torch.tensor(1.0), 10) == 0 and topk_correction(torch.tensor(0.0), 10) == 10
 
 
-def test_entropy_and_kl_skip_masked_items():
-    blocked = torch.tensor([[True, False, False]])
-    log_p = torch.log_softmax(torch.tensor([[float("-inf"), 0.0, 0.0]]), -1)
-    log_q = torch.log_softmax(torch.tensor([[float("-inf"), 0.0, 1.0]]), -1)
-    assert masked_entropy(log_p, blocked).item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
-    q = torch.softmax(torch.tensor([0.0, 1.0]), 0)
-    assert masked_kl(log_p, log_q, blocked).item() == pytest.approx(float((0.5 * (torch.log(0.5 / q))).sum()))
-    assert masked_kl(log_p, log_p, blocked).item() == 0
+def masked_softmax_pair(rows: int = 5, items: int = 9):
+    torch.manual_seed(0)
+    blocked = torch.rand(rows, items) < 0.3
+    blocked[:, 0], blocked[:, 1:5] = True, False  # padding masked; more than 3 live items each
+    policy, reference = (torch.randn(rows, items).masked_fill(blocked, float("-inf")) for _ in range(2))
+    return policy, reference, blocked
 
 
-def test_entropy_and_kl_have_finite_gradients_through_masked_items():
-    logits = torch.tensor([[0.3, 0.0, 1.0]], requires_grad=True)
-    blocked = torch.tensor([[True, False, False]])
-    log_p = torch.log_softmax(logits.masked_fill(blocked, float("-inf")), -1)
-    log_q = torch.log_softmax(torch.tensor([[float("-inf"), 0.5, 0.0]]), -1)
-    (masked_entropy(log_p, blocked) + masked_kl(log_p, log_q, blocked)).sum().backward()
-    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0] == 0 and logits.grad[0, 1:].abs().sum() > 0
+def test_log_probs_at_is_the_log_softmax_gathered():
+    policy, _, blocked = masked_softmax_pair()
+    items = torch.multinomial((~blocked).float(), 3)
+    torch.testing.assert_close(log_probs_at(policy, items), torch.log_softmax(policy, -1).gather(1, items))
+
+
+def test_anchor_kl_and_entropy_are_exact_on_all_items_and_the_coarse_ones_on_fewer():
+    policy, reference, blocked = masked_softmax_pair()
+    p, q = torch.softmax(policy, -1), torch.softmax(reference, -1)
+    log_p, log_q = (x.masked_fill(blocked, 0.0) for x in (torch.log(p), torch.log(q)))
+    full_kl, full_entropy = (p * (log_p - log_q)).sum(-1), -(p * log_p).sum(-1)
+    everything = Anchor.of(reference, candidates=100)  # more candidates than items: masked ones at -inf
+    kl, entropy = everything.kl_and_entropy(log_probs_at(policy, everything.items))
+    torch.testing.assert_close(kl, full_kl, atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy, full_entropy, atol=1e-5, rtol=0)
+
+    anchor = Anchor.of(reference, candidates=3)
+    kl, entropy = anchor.kl_and_entropy(log_probs_at(policy, anchor.items))
+    top = torch.zeros_like(blocked).scatter_(1, anchor.items, True)
+    p_rest, q_rest = (x.masked_fill(top, 0.0).sum(-1) for x in (p, q))
+    coarse_p, coarse_q = torch.cat([p.gather(1, anchor.items), p_rest[:, None]], 1), torch.cat([q.gather(1, anchor.items), q_rest[:, None]], 1)
+    torch.testing.assert_close(kl, (coarse_p * (coarse_p / coarse_q).log()).sum(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy, -(coarse_p * coarse_p.log()).sum(-1), atol=1e-5, rtol=0)
+    assert (kl <= full_kl + 1e-6).all() and (kl < full_kl - 1e-3).any()  # data processing: a lower bound
+    assert (anchor.items.gather(1, torch.zeros_like(anchor.items[:, :1])) == q.argmax(1, keepdim=True)).all()
+
+
+def test_anchor_gradients_are_finite_through_masked_items():
+    policy, reference, blocked = masked_softmax_pair()
+    logits = policy.masked_fill(blocked, 0.3).requires_grad_()
+    anchor = Anchor.of(reference, candidates=100)  # includes masked (-inf) candidates
+    kl, entropy = anchor.kl_and_entropy(log_probs_at(logits.masked_fill(blocked, float("-inf")), anchor.items))
+    (kl + entropy).sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[blocked] == 0).all() and logits.grad[~blocked].abs().sum() > 0
 
 
 def test_returns_and_gae_match_their_definitions():
@@ -312,3 +338,17 @@ def test_evaluation_table_ranks_the_policies_and_writes_its_files(world, ppo_che
     assert table.loc["popularity", "coverage"] < table.loc["random", "coverage"]
     assert (out / "reward_curves.png").stat().st_size > 0 and "| ppo |" in (out / "table.md").read_text()
     assert "ppo" in capsys.readouterr().out
+
+
+def test_fast_logsumexp_matches_torch_on_wide_logits_and_masks():
+    from lightning_rec.softmax import logsumexp
+
+    torch.manual_seed(0)
+    logits = (torch.randn(6, 500) * 60).masked_fill(torch.rand(6, 500) < 0.2, float("-inf"))  # most terms underflow
+    logits[5] = float("-inf")  # a fully masked row stays -inf, not NaN
+    logits.requires_grad_()
+    fast, exact = logsumexp(logits).squeeze(-1), torch.logsumexp(logits, -1)
+    torch.testing.assert_close(fast[:5], exact[:5])
+    assert fast[5] == float("-inf") and not torch.isnan(fast).any()
+    (gradient,) = torch.autograd.grad(fast[:5].sum(), logits)
+    torch.testing.assert_close(gradient[:5], torch.softmax(logits[:5].detach(), -1), atol=1e-6, rtol=0)

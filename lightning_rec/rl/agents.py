@@ -49,8 +49,8 @@ class PopularityAgent(SlateAgent):
 class RecommenderAgent(SlateAgent):
     """A SequentialRecommender's next-item scores from its state after the user's last
     `context_len` logged items and the clicks so far (see episode_states), divided by `temperature`
-    (the softmax a sampled slate is drawn from; top-K slates do not depend on it). Keeps the row and
-    each step's state slot, which the policy updates read back."""
+    (the softmax a sampled slate is drawn from; top-K slates do not depend on it). Keeps the row,
+    each step's state slot and each step's state, which the policy updates read back."""
 
     def __init__(self, recommender, context_len: int, max_steps: int, temperature: float = 1.0):
         self.recommender, self.context_len, self.max_steps = recommender, context_len, max_steps
@@ -63,10 +63,12 @@ class RecommenderAgent(SlateAgent):
         self.items = self.recommender.item_encoder()
         self.states = episode_states(self.recommender, layout, self.context_len)
         self.slots: list[torch.Tensor] = []
+        self.hidden: list[torch.Tensor] = []
 
     def scores(self) -> torch.Tensor:
         self.slots.append(self.states.slot.clone())
-        return self.states.hidden @ self.items.T / self.temperature
+        self.hidden.append(self.states.hidden.clone())
+        return (self.states.hidden / self.temperature) @ self.items.T
 
     def observe(self, clicked: torch.Tensor) -> None:
         self.states.append(clicked.to(self.states.sequence.device))

@@ -11,7 +11,8 @@ import torch
 from lightning_rec.rl.advantages import generalized_advantages
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.heads import ValueHead
-from lightning_rec.rl.slates import clicked_log_probs, masked_entropy, masked_kl, slate_log_probs, topk_correction
+from lightning_rec.rl.slates import Anchor, slate_log_probs, topk_correction
+from lightning_rec.softmax import log_probs_at
 
 
 class PPO(PolicyAlgorithm):
@@ -26,8 +27,10 @@ class PPO(PolicyAlgorithm):
     advantages of the steps before). A user clicks one item per slate and the reward comes with it,
     so this credits the item that earned it instead of spreading it over K draws. The loss adds
     value_coef * the value error, subtracts entropy_coef * the softmax entropy and adds kl_coef *
-    KL(policy || pretrained policy), both over the state's unmasked items. `epochs` passes over the
-    episodes in minibatches of `minibatch_users` users, one optimiser step each.
+    KL(policy || pretrained policy), both on the pretrained policy's `kl_candidates` most likely
+    items of each state plus one outcome for the rest of the unmasked catalogue (slates.Anchor: a
+    lower bound of the full KL that keeps each pass over the catalogue to one logsumexp). `epochs`
+    passes over the episodes in minibatches of `minibatch_users` users, one optimiser step each.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class PPO(PolicyAlgorithm):
         kl_coef: float = 0.1,
         normalize_advantages: bool = True,
         credit: Literal["slate", "click"] = "slate",
+        kl_candidates: int = 100,
     ):
         super().__init__()
         if credit not in ("slate", "click"):
@@ -51,6 +55,9 @@ class PPO(PolicyAlgorithm):
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.value_coef, self.entropy_coef, self.kl_coef = value_coef, entropy_coef, kl_coef
         self.normalize_advantages = normalize_advantages
+        if kl_candidates < 1:
+            raise ValueError(f"PPO.kl_candidates must be >= 1, got {kl_candidates}")
+        self.kl_candidates = kl_candidates
 
     def build(self, tuner) -> None:
         self.value = ValueHead(tuner.state_dim)
@@ -62,17 +69,14 @@ class PPO(PolicyAlgorithm):
         steps = valid.shape[1]
         progress = tuner.progress(steps)
         clicked = episodes.clicked
-        with torch.no_grad():
-            values, old_click = [], []
-            for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False):
-                if self.credit == "click":  # the sampling policy's probability of each clicked item
-                    hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
-                    old_click.append(clicked_log_probs(log_probs, clicked[rows]))
-                else:  # slate credit: episodes.log_probs already hold the sampling probabilities
-                    hidden = tuner.episode_states(episodes, rows)
-                values.append(self.value(hidden, progress.expand(len(rows), -1)))
-            values = torch.cat(values)
-            old_click = torch.cat(old_click) if old_click else None
+        with torch.no_grad():  # fixed during the update: values, the sampling probabilities, anchors
+            values = self.value(episodes.states, progress.expand(len(valid), -1))
+            old_click = episodes.clicked_log_probs
+            old_slate = slate_log_probs(episodes.log_probs)
+            anchor = Anchor.cat([
+                Anchor.of(tuner.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
+                for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False)
+            ])
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)
@@ -81,24 +85,25 @@ class PPO(PolicyAlgorithm):
         updates = 0
         for _ in range(self.epochs):
             for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=True):
-                hidden, log_probs, blocked = tuner.episode_log_probs(episodes, rows)
+                hidden, logits = tuner.episode_logits(episodes, rows)
                 mask = valid[rows]
                 count = mask.sum().clamp(min=1)
+                actions = episodes.slates[rows] if self.credit == "slate" else clicked[rows].unsqueeze(-1)
+                log_probs = log_probs_at(logits, torch.cat([actions, anchor.items[rows]], -1))  # one catalogue pass for both
+                action_log_probs, candidate_log_probs = log_probs.split([actions.shape[-1], anchor.items.shape[-1]], -1)
                 if self.credit == "slate":
                     acted, correction = mask, 1.0
-                    log_ratio = slate_log_probs(log_probs, episodes.slates[rows]) - episodes.log_probs[rows]
+                    log_ratio = slate_log_probs(action_log_probs) - old_slate[rows]
                 else:
                     acted = mask & (clicked[rows] != 0)
                     correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
-                    log_ratio = (clicked_log_probs(log_probs, clicked[rows]) - old_click[rows]).unsqueeze(-1)
+                    log_ratio = action_log_probs - old_click[rows].unsqueeze(-1)
                 ratio = torch.where(acted.unsqueeze(-1), log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
                 advantage = advantages[rows].unsqueeze(-1)
                 surrogate = (torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction).mean(-1)
                 policy_loss = -(surrogate * acted).sum() / acted.sum().clamp(min=1)
-                with torch.no_grad():
-                    _, reference_log_probs, _ = tuner.episode_log_probs(episodes, rows, self.reference)
-                kl = (masked_kl(log_probs, reference_log_probs, blocked) * mask).sum() / count
-                entropy = (masked_entropy(log_probs, blocked) * mask).sum() / count
+                kl, entropy = anchor[rows].kl_and_entropy(candidate_log_probs)
+                kl, entropy = (kl * mask).sum() / count, (entropy * mask).sum() / count
                 value = self.value(hidden, progress.expand(len(rows), -1))
                 value_loss = ((value - returns[rows]).pow(2) * mask).sum() / count
                 loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy + self.kl_coef * kl

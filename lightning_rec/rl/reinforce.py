@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lightning_rec.rl.advantages import discounted_returns
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.heads import BehaviourHead, ValueHead
-from lightning_rec.rl.slates import topk_correction
+from lightning_rec.rl.slates import clicked_log_probs, topk_correction
 
 
 class Reinforce(PolicyAlgorithm):
@@ -35,10 +35,10 @@ class Reinforce(PolicyAlgorithm):
         num_clicks, num_steps = int((clicked != 0).sum()), int(episodes.valid.sum())
         k = tuner.hparams.slate_size
         for rows in tuner.minibatches(len(clicked), self.minibatch_users, shuffle=False):
-            hidden, log_probs, _ = tuner.episode_log_probs(episodes, rows)
+            hidden, logits = tuner.episode_logits(episodes, rows)
             value = self.value(hidden, tuner.progress(hidden.shape[1]).expand(len(rows), -1))
             has_click = clicked[rows] != 0
-            log_pi = log_probs[has_click].gather(1, clicked[rows][has_click].unsqueeze(1)).squeeze(1)
+            log_pi = clicked_log_probs(logits, clicked[rows])[has_click]
             advantage = (returns[rows] - value.detach())[has_click]
             weight = topk_correction(log_pi.detach().exp(), k) if self.correct else torch.ones_like(log_pi)
             policy_loss = -(weight * advantage * log_pi).sum() / max(num_clicks, 1)

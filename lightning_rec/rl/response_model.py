@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_rec.softmax import logsumexp
+
 
 class ResponseModel(nn.Module):
     """Click probabilities and predicted ratings for (user history, item) pairs.
@@ -80,14 +82,21 @@ class ResponseModel(nn.Module):
             return query @ self.items(items).T + self.click_bias(items).T
         return (query.unsqueeze(-2) * self.items(items)).sum(-1) + self.click_bias(items).squeeze(-1)
 
-    def log_probs(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """log p(item | history) of items [..., K] under the softmax over the whole catalogue."""
-        return self.scores(state, items) - self.scores(state).logsumexp(-1, keepdim=True)
+    def log_normaliser(self, state: torch.Tensor) -> torch.Tensor:
+        """log of the softmax's normaliser over the whole catalogue [...]: the costly part of log p,
+        which a simulator keeps per user until the user's state changes."""
+        return logsumexp(self.scores(state)).squeeze(-1)
 
-    def click_logits(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(item | history) of items [..., K] under the softmax over the whole catalogue
+        (`normaliser`: the state's log_normaliser, if already known)."""
+        normaliser = self.log_normaliser(state) if normaliser is None else normaliser
+        return self.scores(state, items) - normaliser.unsqueeze(-1)
+
+    def click_logits(self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None) -> torch.Tensor:
         """Calibrated click logits of items [..., K]: the MNL utilities of the simulated choice."""
         scale, shift = self.calibration
-        return scale * self.log_probs(state, items) + shift
+        return scale * self.log_probs(state, items, normaliser) + shift
 
     def click_probability(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Calibrated probability that the user clicks each item when shown it alone, [..., K]."""

@@ -8,7 +8,8 @@ import torch
 
 from lightning_rec.rl.agents import RecommenderAgent, SlateAgent
 from lightning_rec.rl.simulator import UserSimulator
-from lightning_rec.rl.slates import sample_slates, slate_log_probs
+from lightning_rec.rl.slates import sample_slates
+from lightning_rec.softmax import log_probs_at
 
 
 @dataclasses.dataclass
@@ -20,14 +21,20 @@ class Episodes:
     rewards: torch.Tensor  # FloatTensor[B, T], 0 after the episode's end
     valid: torch.Tensor  # BoolTensor[B, T]: the step happened (a prefix of each row)
     consumed: torch.Tensor  # BoolTensor[B, N + 1]: what each user had consumed when the episode began
-    log_probs: torch.Tensor | None = None  # FloatTensor[B, T, K]: sampling log-probabilities of the slates
+    log_probs: torch.Tensor | None = None  # FloatTensor[B, T, K]: each slate item's log-probability in the sampling softmax
     sequence: torch.Tensor | None = None  # LongTensor[B, S]: a RecommenderAgent's final slot row
     slots: torch.Tensor | None = None  # LongTensor[B, T]: its state slot at each step
+    states: torch.Tensor | None = None  # FloatTensor[B, T, D]: its state at each step
 
     @property
     def clicked(self) -> torch.Tensor:
         """LongTensor[B, T]: the clicked item at each step, 0 for none."""
         return (self.slates * self.clicks).sum(-1)
+
+    @property
+    def clicked_log_probs(self) -> torch.Tensor:
+        """FloatTensor[B, T]: the sampling log-probability of the clicked item, 0 for no click."""
+        return (self.log_probs * self.clicks).sum(-1)
 
     def blocked(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """BoolTensor[b, T, N + 1]: the items masked at each step (consumed before the episode or
@@ -68,8 +75,8 @@ def rollout(
         for key, value in (("slates", slates), ("clicks", clicks), ("rewards", rewards * valid), ("valid", valid)):
             steps[key].append(value)
         if sample:
-            steps["log_probs"].append(slate_log_probs(logits, slates))
+            steps["log_probs"].append(log_probs_at(logits, slates))
     episodes = Episodes(consumed=consumed, **{key: torch.stack(value, 1) for key, value in steps.items() if value})
     if isinstance(agent, RecommenderAgent):
-        episodes.sequence, episodes.slots = agent.states.sequence, torch.stack(agent.slots, 1)
+        episodes.sequence, episodes.slots, episodes.states = agent.states.sequence, torch.stack(agent.slots, 1), torch.stack(agent.hidden, 1)
     return episodes

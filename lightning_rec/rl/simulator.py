@@ -29,6 +29,7 @@ class SimulatorState:
     history: torch.Tensor  # LongTensor[B, H]: most recent consumed items, left-padded, newest last
     consumed: torch.Tensor  # BoolTensor[B, N + 1]: every item the user has consumed (logs + clicks)
     response: torch.Tensor  # FloatTensor[B, D]: the response model's state of the user
+    normaliser: torch.Tensor  # FloatTensor[B]: the response model's log_normaliser of that state
     patience: torch.Tensor  # FloatTensor[B]
     done: torch.Tensor  # BoolTensor[B]: the session is over
     left: torch.Tensor  # BoolTensor[B]: over because patience ran out (not because of max_steps)
@@ -87,11 +88,13 @@ class UserSimulator:
         consumed = torch.zeros(len(users), self.num_items + 1, dtype=torch.bool, device=self.device)
         consumed[row, self.items[event]] = True
         false = torch.zeros(len(users), dtype=torch.bool, device=self.device)
+        response = self.model.encode(history)[:, -1]
         self.state = SimulatorState(
             users=users,
             history=history,
             consumed=consumed,
-            response=self.model.encode(history)[:, -1],
+            response=response,
+            normaliser=self.model.log_normaliser(response),
             patience=torch.full((len(users),), self.behaviour.initial_patience, device=self.device),
             done=false,
             left=false.clone(),
@@ -122,6 +125,7 @@ class UserSimulator:
         moved = torch.cat([state.history[:, 1:], item.unsqueeze(1)], dim=1)
         state.history = torch.where(clicked.unsqueeze(1), moved, state.history)
         state.response = torch.where(clicked.unsqueeze(1), self.model.advance(state.response, item), state.response)
+        state.normaliser[clicked] = self.model.log_normaliser(state.response[clicked])
         state.consumed[clicked, item[clicked]] = True
         state.steps += 1
         state.left = state.left | (active & (state.patience <= 0))
@@ -144,4 +148,4 @@ class UserSimulator:
         clickable = shown & ~state.done.unsqueeze(1)
         if self.behaviour.repeats == "forbid":
             clickable = clickable & ~repeats
-        return self.model.click_logits(state.response, slates), clickable, repeats
+        return self.model.click_logits(state.response, slates, state.normaliser), clickable, repeats

@@ -1,32 +1,42 @@
 """Slates as actions: sampling K items without replacement from a softmax, their probabilities,
-and the top-K off-policy correction of Chen et al. (WSDM 2019)."""
+the top-K off-policy correction of Chen et al. (WSDM 2019), and the KL anchor and entropy of a
+catalogue-sized softmax computed on a few candidates.
+
+Everything here reads catalogue-sized logits [..., N + 1] at most once or twice: a policy update
+touches millions of them per minibatch, so log-probabilities are gathered (logit - logsumexp)
+instead of materialising log-softmaxes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
+
+from lightning_rec.softmax import log_probs_at, logsumexp
 
 
 def sample_slates(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """K distinct items per row [..., K], drawn one after another from softmax(logits) restricted
     to the items not yet drawn (Plackett-Luce), by the Gumbel top-k trick. Items with logit -inf
-    (masked) are never drawn while others remain."""
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
-    return (logits + gumbel).topk(k, dim=-1).indices
+    (masked) are never drawn while others remain. The noise is built in place: catalogue-sized
+    temporaries cost more than the arithmetic."""
+    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = noise.clamp_(min=1e-20).log_().neg_().log_().neg_()
+    return gumbel.add_(logits).topk(k, dim=-1).indices
 
 
-def slate_log_probs(logits: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
-    """log P(slate[j] | state, slate[:j]) for each position j [..., K]; their sum is the slate's log
-    probability under `sample_slates`. Each term renormalises the softmax over the items not yet drawn."""
-    log_probs = torch.log_softmax(logits, dim=-1).gather(-1, slates)
-    probs = log_probs.exp()
+def slate_log_probs(item_log_probs: torch.Tensor) -> torch.Tensor:
+    """log P(slate[j] | state, slate[:j]) for each position j [..., K], from the softmax
+    log-probabilities of the slate's items in draw order; their sum is the slate's log probability
+    under `sample_slates`. Each term renormalises the softmax over the items not yet drawn."""
+    probs = item_log_probs.exp()
     drawn_before = probs.cumsum(-1) - probs
-    return log_probs - torch.log1p(-drawn_before.clamp(max=1 - 1e-6))
+    return item_log_probs - torch.log1p(-drawn_before.clamp(max=1 - 1e-6))
 
 
-def clicked_log_probs(log_probs: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
-    """log pi(clicked item) [...] from log-softmaxes [..., N + 1]; 0 where nothing was clicked (item 0)."""
-    picked = log_probs.gather(-1, clicked.unsqueeze(-1)).squeeze(-1)
+def clicked_log_probs(logits: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+    """log pi(clicked item) [...] under softmax(logits [..., N + 1]); 0 where nothing was clicked (item 0)."""
+    picked = log_probs_at(logits, clicked.unsqueeze(-1)).squeeze(-1)
     return torch.where(clicked != 0, picked, 0.0)
 
 
@@ -38,15 +48,48 @@ def topk_correction(pi: torch.Tensor, k: int) -> torch.Tensor:
     return k * (1 - pi).pow(k - 1)
 
 
-def masked_entropy(log_probs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """Entropy of each softmax [...] whose blocked items have probability 0 (log -inf). The -inf
-    entries are replaced before any product: 0 * -inf would make the gradient NaN even where masked."""
-    log_probs = log_probs.masked_fill(blocked, 0.0)
-    return -(log_probs.exp() * log_probs).masked_fill(blocked, 0.0).sum(-1)
+@dataclasses.dataclass
+class Anchor:
+    """A reference softmax reduced to its `C` most likely items and one outcome for all the others.
 
+    KL(policy || reference) and the policy's entropy are computed on this partition (C + 1
+    outcomes) instead of the whole catalogue: by the data-processing inequality the coarse KL is a
+    lower bound of the full one, equal when the two softmaxes agree on how they share the rest; it
+    still charges every bit of probability the policy moves between the reference's top items and
+    the long tail, which is what a ranking's top-K is made of. It costs [..., C] instead of [..., N + 1]
+    per update pass."""
 
-def masked_kl(log_probs: torch.Tensor, reference_log_probs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """KL(p || reference) of each pair of softmaxes [...] over the items not blocked in either
-    (-inf entries replaced first, as in masked_entropy)."""
-    log_probs, reference_log_probs = log_probs.masked_fill(blocked, 0.0), reference_log_probs.masked_fill(blocked, 0.0)
-    return (log_probs.exp() * (log_probs - reference_log_probs)).masked_fill(blocked, 0.0).sum(-1)
+    items: torch.Tensor  # LongTensor[..., C]: the reference's most likely items (masked ones last)
+    log_probs: torch.Tensor  # FloatTensor[..., C]: their reference log-probabilities (-inf if masked)
+    rest: torch.Tensor  # FloatTensor[...]: the reference's probability of every other item
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, logits: torch.Tensor, candidates: int) -> "Anchor":
+        """The anchor of softmax(logits [..., N + 1]), masked items at -inf."""
+        top, items = logits.topk(min(candidates, logits.shape[-1]), dim=-1)
+        log_probs = top - logsumexp(logits)
+        return cls(items, log_probs, (1 - log_probs.exp().sum(-1)).clamp(min=0))
+
+    @classmethod
+    def cat(cls, anchors: list["Anchor"]) -> "Anchor":
+        """Anchors of consecutive row blocks joined along the first dimension."""
+        return cls(*(torch.cat([getattr(a, f.name) for a in anchors]) for f in dataclasses.fields(cls)))
+
+    def __getitem__(self, rows) -> "Anchor":
+        return Anchor(self.items[rows], self.log_probs[rows], self.rest[rows])
+
+    def kl_and_entropy(self, policy_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL(policy || reference), policy entropy) [...] on the partition, from the policy's
+        log-probabilities of `items` [..., C]. Masked candidates (-inf in both: the policy masks the
+        same items) are replaced before any product, so gradients stay finite."""
+        live = torch.isfinite(self.log_probs)
+        log_p = policy_log_probs.masked_fill(~live, 0.0)
+        log_q = self.log_probs.masked_fill(~live, 0.0)
+        p = log_p.exp() * live
+        p_rest = (1 - p.sum(-1)).clamp(min=1e-12)
+        q_rest = self.rest.clamp(min=1e-12)
+        kl = (p * (log_p - log_q)).sum(-1) + p_rest * (p_rest.log() - q_rest.log())
+        entropy = -(p * log_p).sum(-1) - p_rest * p_rest.log()
+        return kl, entropy
+

@@ -126,16 +126,16 @@ class PolicyFineTuner(L.LightningModule):
         slots = episodes.slots[rows]
         return hidden.gather(1, slots.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
-    def episode_log_probs(
+    def episode_logits(
         self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(states [b, T, D], log-softmax of scores / temperature [b, T, N + 1] with the items masked
-        during the episode at -inf, that mask) for users `rows`, under this policy or another `recommender`."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [b, T, D], scores / temperature [b, T, N + 1] with the items masked during the
+        episode at -inf: the logits of the slates' softmax) for users `rows`, under this policy or
+        another `recommender`."""
         recommender = self.recommender if recommender is None else recommender
         hidden = self.episode_states(episodes, rows, recommender)
-        blocked = episodes.blocked(rows)
-        logits = (hidden @ recommender.item_encoder().T / self.hparams.temperature).masked_fill(blocked, float("-inf"))
-        return hidden, torch.log_softmax(logits, dim=-1), blocked
+        logits = (hidden / self.hparams.temperature) @ recommender.item_encoder().T
+        return hidden, logits.masked_fill_(episodes.blocked(rows), float("-inf"))
 
     def logged_rewards(self, batch: dict) -> torch.Tensor:
         """[B, L]: the reward of each logged target (the behaviour's satisfaction of its rating)."""
