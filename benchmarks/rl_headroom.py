@@ -1,0 +1,90 @@
+"""How much return the evaluation environment holds, and how much of it carries over from the
+training environment: a diagnostic for the RL stage's targets and for simulator design.
+
+    python benchmarks/rl_headroom.py --simulator outputs/simulator-ml-latest-small/checkpoints/best.ckpt \
+        --supervised outputs/sasrec-ml-latest-small/checkpoints/best.ckpt --policy ppo=outputs/ppo-ml-latest-small/checkpoints/last.ckpt
+
+Greedy slates in the evaluation environment (its users, the same clicks for every agent, as in
+PolicyEvaluation) from: the supervised recommender (and any --policy); an oracle that ranks by the
+evaluation simulator's own click utility, alone and plus the log of its predicted satisfaction;
+and the same two rankings from the training simulator's model (what a policy trained there could
+learn at best, if it learned that model exactly). Prints return, CTR, length and each return
+relative to the supervised policy's.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+
+from lightning_rec.data.sources import MovieLensLatestSmall
+from lightning_rec.memory import keep_freed_memory
+from lightning_rec.rl import LoggedDataModule, RecommenderAgent, ResponseModel, SlateAgent, UserBehaviour, UserSimulator, rollout
+from lightning_rec.rl.report import online_metrics
+from lightning_rec.tasks.policy import load_recommender
+from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+
+class SimulatorModelAgent(SlateAgent):
+    """Ranks by a response model's click utility of each item for the current simulated user (read
+    from the environment's state), plus, with `satisfaction`, the log of the predicted rating
+    rescaled to [0, 1]: an upper bound when the model is the environment's own."""
+
+    def __init__(self, env: UserSimulator, model: ResponseModel, satisfaction: bool):
+        self.env, self.model, self.satisfaction = env, model, satisfaction
+
+    def scores(self) -> torch.Tensor:
+        model = self.model
+        state = model.encode(self.env.state.history)[:, -1]
+        scale, shift = model.calibration
+        utility = scale * model.scores(state) + shift
+        if not self.satisfaction:
+            return utility
+        items = torch.arange(model.num_items + 1).expand(len(state), -1)
+        low, high = model.rating_range
+        rating = ((model.rating(state, items) - low) / (high - low)).clamp(min=1e-3)
+        return utility + rating.log()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--simulator", default="outputs/simulator-ml-latest-small/checkpoints/best.ckpt")
+    parser.add_argument("--supervised", default="outputs/sasrec-ml-latest-small/checkpoints/best.ckpt")
+    parser.add_argument("--policy", action="append", default=[], help="name=checkpoint of an RL policy (repeatable)")
+    parser.add_argument("--episodes-per-user", type=int, default=4)
+    parser.add_argument("--context-len", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    data = LoggedDataModule(source=MovieLensLatestSmall(), max_len=50)  # as in the recipes
+    data.prepare_data()
+    data.setup("fit")
+    simulation = SimulatorTraining.load_from_checkpoint(args.simulator, map_location="cpu", weights_only=False)
+    behaviour = UserBehaviour(max_steps=20, initial_patience=3.0)  # the RL recipes' behaviour
+    env = simulation.environment("eval", data.data, data.split.train_end, behaviour)
+    users = env.users.repeat(args.episodes_per_user)
+    recommenders = {"supervised": args.supervised, **dict(policy.split("=", 1) for policy in args.policy)}
+    agents: dict[str, SlateAgent] = {
+        name: RecommenderAgent(load_recommender(path).eval(), args.context_len, behaviour.max_steps) for name, path in recommenders.items()
+    }
+    for source in ("eval", "train"):
+        model = simulation.response_model(source)
+        agents[f"{source} simulator: clicks"] = SimulatorModelAgent(env, model, satisfaction=False)
+        agents[f"{source} simulator: clicks + satisfaction"] = SimulatorModelAgent(env, model, satisfaction=True)
+    rows = []
+    for name, agent in agents.items():
+        env.seed(0)
+        with torch.no_grad():
+            episodes = rollout(env, agent, users)
+        rows.append({"agent": name, **online_metrics(episodes, data.data.num_items)})
+    table = pd.DataFrame(rows)
+    table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
+    print(f"Evaluation environment: {len(env.users)} users x {args.episodes_per_user} episodes, greedy slates of 10")
+    print(table.drop(columns="coverage").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
