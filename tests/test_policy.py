@@ -264,7 +264,7 @@ def ppo(credit: str) -> str:
 def fine_tune_ppo(world, credit: str) -> str:
     root, data, pretrained, simulator = world
     model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003)
-    return run_cli(root / f"ppo-{credit}", data, model, epochs=12, batch_size=512)
+    return run_cli(root / f"ppo-{credit}", data, model, epochs=20, batch_size=512)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +292,7 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
     root, data, pretrained, simulator = world
     before = greedy_return(world, pretrained)
     model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=algorithm, lr=0.003)
-    after = greedy_return(world, run_cli(root / name, data, model, epochs=12, batch_size=512))
+    after = greedy_return(world, run_cli(root / name, data, model, epochs=20, batch_size=512))
     print(f"return: pretrained {before:.3f}  {name} {after:.3f}")
     assert after > before + 0.3
 

@@ -11,18 +11,39 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
-from lightning_rec.softmax import log_probs_at, logsumexp
+from lightning_rec.softmax import FLOOR, log_probs_at, logsumexp
 
 
 def sample_slates(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """K distinct items per row [..., K], drawn one after another from softmax(logits) restricted
-    to the items not yet drawn (Plackett-Luce), by the Gumbel top-k trick. Items with logit -inf
-    (masked) are never drawn while others remain. The noise is built in place: catalogue-sized
-    temporaries cost more than the arithmetic."""
-    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = noise.clamp_(min=1e-20).log_().neg_().log_().neg_()
-    return gumbel.add_(logits).topk(k, dim=-1).indices
+    to the items not yet drawn (Plackett-Luce). Items with logit -inf (masked) are never drawn; a
+    row with fewer than K others gets empty positions (item 0) after them.
+
+    The slate is the first K distinct items of a stream of independent draws from the softmax,
+    which has exactly that distribution: a draw with replacement is one binary search in the
+    cumulative probabilities (torch.multinomial), where the Gumbel top-k trick needs two logarithms
+    of a random number for every item of the catalogue. Each round draws 2K per unfinished row,
+    keeps the new items in order of first appearance, and removes them from the softmax.
+    """
+    shape = logits.shape
+    probs = F.threshold(logits - logits.amax(-1, keepdim=True), FLOOR, float("-inf")).exp_().reshape(-1, shape[-1])
+    slates = torch.zeros(len(probs), k, dtype=torch.long, device=logits.device)
+    filled = torch.zeros(len(probs), dtype=torch.long, device=logits.device)
+    earlier = torch.ones(2 * k, 2 * k, dtype=torch.bool, device=logits.device).tril(-1)
+    while True:
+        rows = torch.nonzero((filled < k) & (probs.sum(-1) > 0)).squeeze(1)
+        if not len(rows):
+            return slates.reshape(*shape[:-1], k)
+        draws = torch.multinomial(probs[rows], 2 * k, replacement=True, generator=generator)
+        new = ~((draws.unsqueeze(2) == draws.unsqueeze(1)) & earlier).any(2)
+        position = filled[rows].unsqueeze(1) + new.cumsum(1) - 1
+        keep = new & (position < k)
+        row_of = rows.unsqueeze(1).expand_as(draws)[keep]
+        slates[row_of, position[keep]] = draws[keep]
+        probs[row_of, draws[keep]] = 0.0
+        filled[rows] += keep.sum(1)
 
 
 def slate_log_probs(item_log_probs: torch.Tensor) -> torch.Tensor:
