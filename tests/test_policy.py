@@ -30,6 +30,8 @@ def test_slate_probabilities_of_all_ordered_slates_sum_to_one_and_match_sampling
     codes = drawn[:, 0] * 6 + drawn[:, 1]
     frequency = torch.bincount(codes, minlength=36).float() / len(drawn)
     torch.testing.assert_close(frequency[slates[:, 0] * 6 + slates[:, 1]], probs, atol=0.01, rtol=0)
+    few = torch.tensor([[float("-inf"), 0.0, float("-inf"), 1.0]])  # two unmasked items for a slate of three
+    assert sorted(sample_slates(few, 3)[0, :2].tolist()) == [1, 3] and sample_slates(few, 3)[0, 2] == 0
 
 
 def test_topk_correction_is_the_derivative_of_the_chance_to_be_in_the_slate():

@@ -91,16 +91,16 @@ class PPO(PolicyAlgorithm):
                 actions = episodes.slates[rows] if self.credit == "slate" else clicked[rows].unsqueeze(-1)
                 log_probs = log_probs_at(logits, torch.cat([actions, anchor.items[rows]], -1))  # one catalogue pass for both
                 action_log_probs, candidate_log_probs = log_probs.split([actions.shape[-1], anchor.items.shape[-1]], -1)
-                if self.credit == "slate":
-                    acted, correction = mask, 1.0
+                if self.credit == "slate":  # every drawn item is an action (empty positions, item 0, are not)
+                    acted, correction = mask.unsqueeze(-1) & (actions != 0), 1.0
                     log_ratio = slate_log_probs(action_log_probs) - old_slate[rows]
                 else:
-                    acted = mask & (clicked[rows] != 0)
+                    acted = (mask & (clicked[rows] != 0)).unsqueeze(-1)
                     correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
                     log_ratio = action_log_probs - old_click[rows].unsqueeze(-1)
-                ratio = torch.where(acted.unsqueeze(-1), log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
+                ratio = torch.where(acted, log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
                 advantage = advantages[rows].unsqueeze(-1)
-                surrogate = (torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction).mean(-1)
+                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction
                 policy_loss = -(surrogate * acted).sum() / acted.sum().clamp(min=1)
                 kl, entropy = anchor[rows].kl_and_entropy(candidate_log_probs)
                 kl, entropy = (kl * mask).sum() / count, (entropy * mask).sum() / count
@@ -110,7 +110,7 @@ class PPO(PolicyAlgorithm):
                 tuner.add_gradients(loss)
                 tuner.apply_gradients()
                 updates += 1
-                clipped = ((ratio - 1).abs() > self.clip).float().mean(-1)
+                clipped = (ratio - 1).abs() > self.clip
                 for key, number in (("policy_loss", policy_loss), ("value_loss", value_loss), ("kl", kl), ("entropy", entropy), ("clipped_share", (clipped * acted).sum() / acted.sum().clamp(min=1))):
                     totals[key] = totals.get(key, 0.0) + float(number.detach())
         logs.update({key: total / max(updates, 1) for key, total in totals.items()})
