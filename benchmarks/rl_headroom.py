@@ -71,7 +71,7 @@ def main() -> None:
         name: RecommenderAgent(load_recommender(path).eval(), args.context_len, behaviour.max_steps) for name, path in recommenders.items()
     }
     for source in ("eval", "train"):
-        model = simulation.response_model(source)
+        model = simulation.response_model(source).eval()  # no dropout in the scores
         agents[f"{source} simulator: clicks"] = SimulatorModelAgent(env, model, satisfaction=False)
         agents[f"{source} simulator: clicks + satisfaction"] = SimulatorModelAgent(env, model, satisfaction=True)
     rows = []
