@@ -94,7 +94,10 @@ class ItemTextEncoder(L.LightningModule):
             self.metadata["dim"] = self.language_model.dim
 
     def predict_dataloader(self) -> DataLoader:
-        items = torch.arange(1, len(self.texts) + 1) if not self.up_to_date else torch.zeros(0, dtype=torch.long)
+        """Items in order of text length: a batch is padded to its longest text, so batches of
+        similar lengths waste little (rows are placed by item index at the end)."""
+        by_length = sorted(range(1, len(self.texts) + 1), key=lambda item: len(self.texts[item - 1]))
+        items = torch.tensor(by_length) if not self.up_to_date else torch.zeros(0, dtype=torch.long)
         tokenize = self.language_model.tokenize if self.language_model is not None else None
         return DataLoader(
             ItemTexts(items, self.texts, tokenize),
