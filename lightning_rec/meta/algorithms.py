@@ -27,9 +27,10 @@ class FOMAML(MetaAlgorithm):
     meta-trained too (as in ANIL)."""
 
     def meta_gradient(self, loop: InnerLoop, tasks: TaskBatch) -> tuple[Params, torch.Tensor]:
-        fast = {n: w.detach().requires_grad_() for n, w in loop.adapt(tasks).items()}
+        items = loop.item_table()  # once: the backward through the item encoder runs once as well
+        fast = {n: w.detach().requires_grad_() for n, w in loop.adapt(tasks, items=items).items()}
         frozen = {n: p for n, p in loop.split()[1].items() if p.requires_grad}
-        loss = loop.query_loss(fast, tasks).mean()
+        loss = loop.query_loss(fast, tasks, items).mean()
         grads = torch.autograd.grad(loss, [*fast.values(), *frozen.values()], allow_unused=True)
         gradient = {n: g.sum(0) for n, g in zip(fast, grads)}  # the mean over tasks is in the loss
         gradient.update({n: g for n, g in zip(frozen, grads[len(fast) :]) if g is not None})
@@ -42,8 +43,10 @@ class Reptile(MetaAlgorithm):
     parameters move."""
 
     def meta_gradient(self, loop: InnerLoop, tasks: TaskBatch) -> tuple[Params, torch.Tensor]:
-        fast = loop.adapt(tasks, with_query=True)
+        with torch.no_grad():
+            items = loop.item_table()
+        fast = loop.adapt(tasks, with_query=True, items=items)
         adapted, _ = loop.split()
         with torch.no_grad():
-            loss = loop.query_loss(fast, tasks).mean()
+            loss = loop.query_loss(fast, tasks, items).mean()
         return {n: adapted[n].detach() - fast[n].mean(0) for n in fast}, loss

@@ -22,7 +22,8 @@ class AdaptivePolicy(nn.Module):
     non-zero target when target is [B, L], at the last position only when it is [B] (summed over
     non-zero targets, divided by their count: rows without targets give 0, not NaN, and no shape
     depends on the data, so it runs under vmap). forward(input, history=...) scores all items for
-    the next item, as `SequentialRecommender.score` does, plus the head.
+    the next item, as `SequentialRecommender.score` does, plus the head. Both take the item table
+    `items` when the caller has it already (the inner loop computes it once for a batch of tasks).
     """
 
     def __init__(self, recommender: nn.Module, head: StateHead | None = None):
@@ -35,8 +36,8 @@ class AdaptivePolicy(nn.Module):
         state = self.recommender.encode(input, items)
         return state if self.head is None else self.head(state)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None) -> torch.Tensor:
-        items = self.recommender.item_encoder()
+    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+        items = self.recommender.item_encoder() if items is None else items
         if target is not None:
             states = self.states(input, items)
             logits = (states if target.ndim == input.ndim else states[:, -1]) @ items.T
