@@ -27,7 +27,8 @@ InnerLoss = Literal["next_item", "policy_gradient"]
 
 
 class InnerLoop:
-    """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`."""
+    """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`, or at the
+    policy's learned per-weight rates where it has them (Meta-SGD, `AdaptivePolicy.learn_inner_rates`)."""
 
     def __init__(self, policy: AdaptivePolicy, names: list[str], steps: int, lr: float, loss: InnerLoss = "next_item", environment: TaskEnvironment | None = None):
         if steps < 0 or lr < 0:
@@ -91,20 +92,23 @@ class InnerLoop:
     def fast_weights(self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False, items: torch.Tensor | None = None) -> Iterator[Params]:
         """Adapted parameters [T, ...] before the first step and after each of `steps` (default
         self.steps) steps on the support set (and the query rows too when `with_query`, as Reptile's
-        inner loop trains on all of a task's data). Nothing returned requires grad."""
+        inner loop trains on all of a task's data). Nothing returned requires grad but through learned
+        rates: the steps' gradients count as constants (first order), the rates that scale them do not."""
         adapted, frozen = self.split()
         frozen = {n: p.detach() for n, p in frozen.items()}
         items = None if items is None else items.detach()
+        rates = self.policy.learned_rates()
         fast = {n: p.detach().expand(len(tasks), *p.shape) for n, p in adapted.items()}
         supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, None, 0, 0, 0, 0), randomness="different")
         reinforce = vmap(grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0), randomness="different")
         yield fast
         for _ in range(self.steps if steps is None else steps):
+            current = {n: w.detach() for n, w in fast.items()}
             if self._in_environment(tasks):
-                grads = reinforce(fast, frozen, items, *self._reinforce_inputs(self._episodes(fast, tasks, "train", True, items)))
+                grads = reinforce(current, frozen, items, *self._reinforce_inputs(self._episodes(current, tasks, "train", True, items)))
             else:
-                grads = supervised(fast, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
-            fast = {n: fast[n] - self.lr * grads[n] for n in fast}
+                grads = supervised(current, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
+            fast = {n: fast[n] - rates.get(n, self.lr) * grads[n] for n in fast}
             yield fast
 
     def adapt(self, tasks: TaskBatch, with_query: bool = False, items: torch.Tensor | None = None) -> Params:
