@@ -4,6 +4,10 @@ Parameters are plain tensors passed to `torch.func.functional_call`, the adapted
 task dimension and `vmap`-ed, so no task ever deep-copies the model and the module's own parameters
 (the meta-parameters) are only read. The support loss is the supervised next-item loss, or, with an
 environment, a REINFORCE loss on episodes each task's adapted policy plays in the "train" simulator.
+
+Every method takes `items`, the item table [N + 1, D] from `item_table()`, computed once for the whole
+batch of tasks; None makes each call compute its own from the parameters it is given (the only way
+when the item table itself adapts).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ InnerLoss = Literal["next_item", "policy_gradient"]
 
 
 class InnerLoop:
-    """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`."""
+    """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`, or at the
+    policy's learned per-weight rates where it has them (Meta-SGD, `AdaptivePolicy.learn_inner_rates`)."""
 
     def __init__(self, policy: AdaptivePolicy, names: list[str], steps: int, lr: float, loss: InnerLoss = "next_item", environment: TaskEnvironment | None = None):
         if steps < 0 or lr < 0:
@@ -38,29 +43,42 @@ class InnerLoop:
         params = dict(self.policy.named_parameters())
         return {n: params[n] for n in self.names}, {n: p for n, p in params.items() if n not in self.names}
 
+    def item_table(self) -> torch.Tensor | None:
+        """The policy's item table [N + 1, D], attached to autograd, for a whole batch of tasks; None
+        when the inner loop adapts the item encoder (each task then needs its own table).
+
+        Called inside every task's every step instead, a text or hybrid item encoder recomputes its
+        [N, 384] x [384, experts x D] projection each time, and in training mode once per task too
+        (dropout under `vmap(randomness="different")` batches the table over tasks); once here, the
+        backward through it also runs once. In training mode the table then has one dropout mask
+        per batch of tasks, as in pretraining (one per batch of sequences)."""
+        if any(n.startswith("recommender.item_encoder.") for n in self.names):
+            return None
+        return self.policy.recommender.item_encoder()
+
     # -- losses of one task (vmapped over tasks) ---------------------------------------------------
-    def _next_item(self, fast: Params, frozen: Params, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.policy, (fast, frozen), (input, target))
+    def _call(self, fast: Params, frozen: Params, items: torch.Tensor | None, *args: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.policy, (fast, frozen), args, {"items": items})
 
     def _supervised(self, with_query: bool):
-        def loss(fast, frozen, support_input, support_target, query_input, query_target):
-            value = self._next_item(fast, frozen, support_input, support_target)
+        def loss(fast, frozen, items, support_input, support_target, query_input, query_target):
+            value = self._call(fast, frozen, items, support_input, support_target)
             if with_query:
-                value = value + self._next_item(fast, frozen, query_input, query_target)
+                value = value + self._call(fast, frozen, items, query_input, query_target)
             return value
 
         return loss
 
-    def _reinforce(self, fast: Params, frozen: Params, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    def _reinforce(self, fast: Params, frozen: Params, items: torch.Tensor | None, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
         """-sum advantage * log-probability of each shown slate item, per live step [M, ...]."""
-        scores = functional_call(self.policy, (fast, frozen), (histories,))
+        scores = self._call(fast, frozen, items, histories)
         log_probs = torch.log_softmax(scores / self.environment.temperature, dim=-1).gather(1, slates)
         log_probs = log_probs.masked_fill(slates == 0, 0.0)
         return -(advantages * log_probs.sum(1)).sum() / (advantages != 0).sum().clamp(min=1)
 
-    def _episodes(self, fast: Params, tasks: TaskBatch, environment: str, explore: bool) -> Episodes:
+    def _episodes(self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None) -> Episodes:
         _, frozen = self.split()
-        act = vmap(lambda f, h: functional_call(self.policy, (f, frozen), (h,)), randomness="different")
+        act = vmap(lambda f, h: self._call(f, frozen, items, h), randomness="different")
         return self.environment.play(environment, tasks, lambda histories: act(fast, histories), explore)
 
     def _reinforce_inputs(self, episodes: Episodes) -> tuple[torch.Tensor, ...]:
@@ -71,50 +89,54 @@ class InnerLoop:
         return self.loss == "policy_gradient" and bool((tasks.segment >= 0).all())
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fast_weights(self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False) -> Iterator[Params]:
+    def fast_weights(self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False, items: torch.Tensor | None = None) -> Iterator[Params]:
         """Adapted parameters [T, ...] before the first step and after each of `steps` (default
         self.steps) steps on the support set (and the query rows too when `with_query`, as Reptile's
-        inner loop trains on all of a task's data). Nothing returned requires grad."""
+        inner loop trains on all of a task's data). Nothing returned requires grad but through learned
+        rates: the steps' gradients count as constants (first order), the rates that scale them do not."""
         adapted, frozen = self.split()
         frozen = {n: p.detach() for n, p in frozen.items()}
+        items = None if items is None else items.detach()
+        rates = self.policy.learned_rates()
         fast = {n: p.detach().expand(len(tasks), *p.shape) for n, p in adapted.items()}
-        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, 0, 0, 0, 0), randomness="different")
-        reinforce = vmap(grad(self._reinforce), in_dims=(0, None, 0, 0, 0), randomness="different")
+        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, None, 0, 0, 0, 0), randomness="different")
+        reinforce = vmap(grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0), randomness="different")
         yield fast
         for _ in range(self.steps if steps is None else steps):
+            current = {n: w.detach() for n, w in fast.items()}
             if self._in_environment(tasks):
-                grads = reinforce(fast, frozen, *self._reinforce_inputs(self._episodes(fast, tasks, "train", explore=True)))
+                grads = reinforce(current, frozen, items, *self._reinforce_inputs(self._episodes(current, tasks, "train", True, items)))
             else:
-                grads = supervised(fast, frozen, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
-            fast = {n: fast[n] - self.lr * grads[n] for n in fast}
+                grads = supervised(current, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
+            fast = {n: fast[n] - rates.get(n, self.lr) * grads[n] for n in fast}
             yield fast
 
-    def adapt(self, tasks: TaskBatch, with_query: bool = False) -> Params:
+    def adapt(self, tasks: TaskBatch, with_query: bool = False, items: torch.Tensor | None = None) -> Params:
         """The parameters after all inner steps."""
-        for fast in self.fast_weights(tasks, with_query=with_query):
+        for fast in self.fast_weights(tasks, with_query=with_query, items=items):
             pass
         return fast
 
-    def query_loss(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
+    def query_loss(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """Per-task query loss [T] at the given adapted parameters, differentiable with respect to
-        them and to the policy's own (non-adapted) parameters: the next-item loss on the query rows,
-        or the REINFORCE loss of fresh episodes in the "train" simulator."""
+        them, to the policy's own (non-adapted) parameters and to `items`: the next-item loss on the
+        query rows, or the REINFORCE loss of fresh episodes in the "train" simulator."""
         _, frozen = self.split()
         if self._in_environment(tasks):
-            inputs = self._reinforce_inputs(self._episodes({n: w.detach() for n, w in fast.items()}, tasks, "train", explore=True))
-            return vmap(self._reinforce, in_dims=(0, None, 0, 0, 0), randomness="different")(fast, frozen, *inputs)
-        return vmap(self._next_item, in_dims=(0, None, 0, 0), randomness="different")(fast, frozen, tasks.query_input, tasks.query_target)
+            episodes = self._episodes({n: w.detach() for n, w in fast.items()}, tasks, "train", True, None if items is None else items.detach())
+            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0), randomness="different")(fast, frozen, items, *self._reinforce_inputs(episodes))
+        return vmap(self._call, in_dims=(0, None, None, 0, 0), randomness="different")(fast, frozen, items, tasks.query_input, tasks.query_target)
 
     @torch.no_grad()
-    def query_scores(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
+    def query_scores(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of all items for every query row [T, Q, N + 1], history masked."""
         _, frozen = self.split()
-        scores = vmap(lambda f, i, h: functional_call(self.policy, (f, frozen), (i, None, h)), randomness="different")
+        scores = vmap(lambda f, i, h: self._call(f, frozen, items, i, None, h), randomness="different")
         return scores(fast, tasks.query_input, tasks.query_history)
 
     @torch.no_grad()
-    def returns(self, fast: Params, tasks: TaskBatch) -> torch.Tensor:
+    def returns(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """Return of greedy episodes in the "eval" simulator [T, U] (tasks it can play only)."""
         rows = self.environment.task_rows("eval", tasks)
-        episodes = self._episodes({n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", explore=False)
+        episodes = self._episodes({n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", False, items)
         return episodes.returns

@@ -22,21 +22,41 @@ class AdaptivePolicy(nn.Module):
     non-zero target when target is [B, L], at the last position only when it is [B] (summed over
     non-zero targets, divided by their count: rows without targets give 0, not NaN, and no shape
     depends on the data, so it runs under vmap). forward(input, history=...) scores all items for
-    the next item, as `SequentialRecommender.score` does, plus the head.
+    the next item, as `SequentialRecommender.score` does, plus the head. Both take the item table
+    `items` when the caller has it already (the inner loop computes it once for a batch of tasks).
     """
 
     def __init__(self, recommender: nn.Module, head: StateHead | None = None):
         super().__init__()
         self.recommender, self.head = recommender, head
+        self.inner_rates: nn.ParameterDict | None = None
         if head is not None and not head.is_built:
             head.build(recommender.sequence_encoder.dim)
+
+    def learn_inner_rates(self, names: list[str], lr: float) -> None:
+        """Meta-SGD: one inner-loop learning rate per weight of the adapted parameters `names`,
+        starting at `lr`, meta-learned with the start, so the meta-learner also chooses how far
+        each weight moves for a new user. They are parameters of this module (`inner_rates.*`),
+        so the outer optimizer, the meta-gradient and checkpoints treat them like the others;
+        the forward pass never reads them."""
+        params = dict(self.named_parameters())
+        self.inner_rates = nn.ParameterDict({n.replace(".", ":"): nn.Parameter(torch.full_like(params[n], lr)) for n in names})
+
+    def learned_rates(self) -> dict[str, nn.Parameter]:
+        """{adapted parameter name: its learned learning rate}; empty without `learn_inner_rates`."""
+        return {} if self.inner_rates is None else {k.replace(":", "."): rate for k, rate in self.inner_rates.items()}
+
+    @staticmethod
+    def rate_name(name: str) -> str:
+        """The parameter name of adapted parameter `name`'s learned learning rate."""
+        return "inner_rates." + name.replace(".", ":")
 
     def states(self, input: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         state = self.recommender.encode(input, items)
         return state if self.head is None else self.head(state)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None) -> torch.Tensor:
-        items = self.recommender.item_encoder()
+    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+        items = self.recommender.item_encoder() if items is None else items
         if target is not None:
             states = self.states(input, items)
             logits = (states if target.ndim == input.ndim else states[:, -1]) @ items.T
@@ -55,7 +75,7 @@ class AdaptivePolicy(nn.Module):
     def adapted_names(self, adapt: Adapt, num_top_layers: int = 1) -> list[str]:
         """Names of the parameters the inner loop changes: every one, the top transformer blocks
         (plus the final norm and the head), or the head alone."""
-        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        names = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("inner_rates.")]
         if adapt == "all":
             return names
         if self.head is None and adapt == "head":

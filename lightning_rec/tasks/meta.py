@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from lightning_rec.data.datamodule import ItemCatalog
-from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm
+from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
 from lightning_rec.meta.environment import TaskEnvironment
 from lightning_rec.meta.heads import StateHead
 from lightning_rec.meta.inner import InnerLoop, InnerLoss
@@ -36,7 +36,8 @@ class MetaPolicyOptimizer(L.LightningModule):
     every task's support set (all tasks at once, through torch.func) with the next-item loss or,
     given an `environment`, `inner_loss: policy_gradient` in the simulator, and steps the outer
     optimizer on the algorithm's meta-gradient, for every parameter or (`meta_parameters: adapted`)
-    only the adapted ones, the rest staying the pretrained weights. Validation reports NDCG@10 on
+    only the adapted ones, the rest staying the pretrained weights; with `learn_inner_lr` (Meta-SGD,
+    FOMAML only) also a learning rate per adapted weight, starting at `inner_lr`. Validation reports NDCG@10 on
     held-out users' query events after adaptation (`val/ndcg@10`, for checkpointing). Test compares, per task set, the
     plain pretrained start and the meta-learned start before and after the same adaptation (NDCG@10
     on query events, and with an environment the return in its "eval" simulator), and writes the
@@ -58,6 +59,7 @@ class MetaPolicyOptimizer(L.LightningModule):
         num_top_layers: int = 1,
         inner_steps: int = 3,
         inner_lr: float = 0.1,
+        learn_inner_lr: bool = False,
         inner_loss: InnerLoss = "next_item",
         environment: TaskEnvironment | None = None,
         meta_parameters: Literal["all", "adapted"] = "all",
@@ -73,6 +75,8 @@ class MetaPolicyOptimizer(L.LightningModule):
             raise ValueError("give exactly one of checkpoint (a pretraining checkpoint path) or recommender")
         if inner_loss == "policy_gradient" and environment is None:
             raise ValueError("inner_loss='policy_gradient' needs an environment (a simulator checkpoint)")
+        if learn_inner_lr and isinstance(algorithm, Reptile):
+            raise ValueError("learn_inner_lr (Meta-SGD) needs FOMAML: Reptile's meta-gradient has no term for the inner rates")
         if checkpoint is not None:
             recommender = load_recommender(checkpoint)  # pretraining or fine-tuned policy, outside the CLI's context
         self.policy = AdaptivePolicy(recommender, head)
@@ -91,6 +95,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         if hp.meta_parameters == "adapted":  # the outer loop moves only the adapted parameters
             for name, param in self.policy.named_parameters():
                 param.requires_grad_(name in names)
+        if hp.learn_inner_lr:  # after the plain copy: the plain start adapts at the fixed inner_lr
+            self.policy.learn_inner_rates(names, hp.inner_lr)
         self.inner = InnerLoop(self.policy, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
         self.plain_inner = InnerLoop(self.plain, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
 
@@ -142,15 +148,17 @@ class MetaPolicyOptimizer(L.LightningModule):
     def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False) -> list[dict[str, torch.Tensor]]:
         """Per inner step 0..steps: NDCG@k of every query row, and (`returns`) the return of each
         episode in the eval simulator. Runs with autograd on even inside Lightning's inference
-        mode (the inner loop needs it)."""
+        mode (the inner loop needs it). The item table is computed once for the whole curve."""
         with torch.inference_mode(False), torch.enable_grad():
             tasks = tasks.apply(torch.clone)
             present = tasks.query_target != 0
+            with torch.no_grad():
+                items = loop.item_table()
             curve = []
-            for fast in loop.fast_weights(tasks, steps):
-                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks)[present], tasks.query_target[present], self.hparams.eval_k)}
+            for fast in loop.fast_weights(tasks, steps, items=items):
+                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks, items)[present], tasks.query_target[present], self.hparams.eval_k)}
                 if returns:
-                    point["return"] = loop.returns(fast, tasks).flatten()
+                    point["return"] = loop.returns(fast, tasks, items).flatten()
                 curve.append(point)
             return curve
 
