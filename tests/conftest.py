@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 NUM_ITEMS = 40
 
@@ -23,6 +24,16 @@ def write_chain_dataset(path, num_users: int = 80, num_items: int = NUM_ITEMS, s
     items = pd.DataFrame({"item": np.arange(1, num_items + 1), "title": [f"Item {i}" for i in range(1, num_items + 1)]})
     items.to_csv(str(path).replace(".csv", "_items.csv"), index=False)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors (`pytestmark = pytest.mark.usefixtures("one_thread")`): a second
+    OpenMP thread only adds synchronisation, which costs 10-50x when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

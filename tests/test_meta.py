@@ -37,6 +37,8 @@ from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.meta import MetaPolicyOptimizer
 from trainers import quiet_trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, late_users: int = 0, seed: int = 0) -> InteractionFile:
     """Each user consumes items of one genre only (random order, 12 to 24 events): which genre is a
@@ -53,16 +55,6 @@ def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: 
     item_path = str(path).replace(".csv", "_items.csv")
     pd.DataFrame({"item": np.arange(1, groups * per_group + 1), "genres": [f"g{i // per_group}|all" for i in range(groups * per_group)]}).to_csv(item_path, index=False)
     return InteractionFile(str(path), item_path=item_path)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second OpenMP thread only adds synchronisation, which costs 10-50x
-    when the cores are shared with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,9 @@ from lightning_rec.meta import FOMAML, AdaptivePolicy, InnerLoop, Reptile, UserH
 from lightning_rec.tasks import SequentialRecommender
 from lightning_rec.tasks.meta import MetaPolicyOptimizer, _ndcg
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NUM_ITEMS = 12
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

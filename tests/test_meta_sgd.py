@@ -15,13 +15,7 @@ from lightning_rec.meta import FOMAML, AdaptivePolicy, InnerLoop, Reptile, UserH
 from lightning_rec.tasks.meta import MetaPolicyOptimizer
 from trainers import quiet_trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def policy_with_rates(lr: float = 0.5) -> AdaptivePolicy:
