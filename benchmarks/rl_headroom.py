@@ -18,6 +18,7 @@ import argparse
 
 import pandas as pd
 import torch
+import yaml
 
 from lightning_rec.data.sources import MovieLensLatestSmall
 from lightning_rec.memory import keep_freed_memory
@@ -53,8 +54,7 @@ def main() -> None:
     parser.add_argument("--simulator", default="outputs/simulator-ml-latest-small/checkpoints/best.ckpt")
     parser.add_argument("--supervised", default="outputs/sasrec-ml-latest-small/checkpoints/best.ckpt")
     parser.add_argument("--policy", action="append", default=[], help="name=checkpoint of an RL policy (repeatable)")
-    parser.add_argument("--episodes-per-user", type=int, default=4)
-    parser.add_argument("--context-len", type=int, default=30)
+    parser.add_argument("--config", default="configs/rl-evaluation-ml-latest-small.yaml", help="behaviour, slate size, context and episodes are read from it")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     keep_freed_memory()
@@ -63,12 +63,13 @@ def main() -> None:
     data.prepare_data()
     data.setup("fit")
     simulation = SimulatorTraining.load_from_checkpoint(args.simulator, map_location="cpu", weights_only=False)
-    behaviour = UserBehaviour(max_steps=20, initial_patience=3.0)  # the RL recipes' behaviour
-    env = simulation.environment("eval", data.data, data.split.train_end, behaviour)
-    users = env.users.repeat(args.episodes_per_user)
+    recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
+    behaviour = UserBehaviour(**recipe["behaviour"]["init_args"])
+    env = simulation.environment("eval", data.data, data.split.train_end, behaviour, recipe["seed"])
+    users = env.users.repeat(recipe["episodes_per_user"])
     recommenders = {"supervised": args.supervised, **dict(policy.split("=", 1) for policy in args.policy)}
     agents: dict[str, SlateAgent] = {
-        name: RecommenderAgent(load_recommender(path).eval(), args.context_len, behaviour.max_steps) for name, path in recommenders.items()
+        name: RecommenderAgent(load_recommender(path).eval(), recipe["context_len"], behaviour.max_steps) for name, path in recommenders.items()
     }
     for source in ("eval", "train"):
         model = simulation.response_model(source).eval()  # no dropout in the scores
@@ -76,13 +77,13 @@ def main() -> None:
         agents[f"{source} simulator: clicks + satisfaction"] = SimulatorModelAgent(env, model, satisfaction=True)
     rows = []
     for name, agent in agents.items():
-        env.seed(0)
+        env.seed(recipe["seed"])  # the same random clicks for every agent
         with torch.no_grad():
-            episodes = rollout(env, agent, users)
+            episodes = rollout(env, agent, users, slate_size=recipe["slate_size"])
         rows.append({"agent": name, **online_metrics(episodes, data.data.num_items)})
     table = pd.DataFrame(rows)
     table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
-    print(f"Evaluation environment: {len(env.users)} users x {args.episodes_per_user} episodes, greedy slates of 10")
+    print(f"Evaluation environment: {len(env.users)} users x {recipe['episodes_per_user']} episodes, greedy slates of {recipe['slate_size']}")
     print(table.drop(columns="coverage").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 

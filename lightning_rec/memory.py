@@ -14,8 +14,8 @@ def keep_freed_memory() -> bool:
 
     glibc serves each allocation above 32 MB with a fresh mmap and unmaps it when freed, so every
     catalogue-sized temporary (1,000 users x 10,000 items of float32 is 40 MB) is page-faulted in
-    anew: on 2 cores that made elementwise tensor operations 3-5x slower and a PPO update about 1.5x
-    slower (benchmarks/rl.py). The process then keeps its peak memory, as it would with jemalloc or
+    anew: on 2 cores that made a PPO update about 1.5x slower (`benchmarks/rl.py
+    --return-freed-memory`). The process then keeps its peak memory, as it would with jemalloc or
     tcmalloc, which PyTorch's CPU performance guide recommends for the same reason. The CLI calls
     this; LIGHTNING_REC_KEEP_FREED_MEMORY=0 turns it off. Returns whether it applied (glibc only).
     """
