@@ -10,14 +10,15 @@ import torch
 from lightning_rec.data.datasets import training_windows
 from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
-from lightning_rec.tasks.simulator_training import SimulatorTraining, split_users
+from lightning_rec.tasks.simulator_training import SimulatorTraining, eval_events, split_users
 from trainers import quiet_trainer
 
 
-def fit_simulator(source, tmp_path, epochs: int = 40) -> tuple[SimulatorTraining, LoggedDataModule, str]:
+def fit_simulator(source, tmp_path, epochs: int = 40, partition: str = "users") -> tuple[SimulatorTraining, LoggedDataModule, str]:
     dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
     L.seed_everything(0)
-    module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=20, calibration_negatives=10, lr=1e-2)
+    response_model = ResponseModel(dim=16, dropout=0.0, init_std=0.5)
+    module = SimulatorTraining(response_model, partition=partition, num_negatives=20, calibration_negatives=10, lr=1e-2)
     trainer = quiet_trainer(max_epochs=epochs, default_root_dir=tmp_path, check_val_every_n_epoch=10)
     trainer.fit(module, dm)
     path = str(tmp_path / "simulator.ckpt")
@@ -53,7 +54,44 @@ def test_users_are_split_into_two_disjoint_reproducible_halves():
     assert env.sum() == 30 and torch.equal(env, split_users(100, 0.3, seed=4))
     assert not torch.equal(env, split_users(100, 0.3, seed=5))
     with pytest.raises(ValueError, match="eval_fraction"):
-        split_users(10, 1.0, seed=0)
+        SimulatorTraining(eval_fraction=1.0)
+    with pytest.raises(ValueError, match="partition must be one of"):
+        SimulatorTraining(partition="items")
+
+
+def test_events_are_dealt_evenly_along_each_history():
+    phase = torch.rand(50, 1, generator=torch.Generator().manual_seed(0))
+    dealt = eval_events(phase, torch.arange(200).expand(50, 200), 0.3)
+    # every stretch of 20 events gives the evaluation environment 6 of them, give or take one
+    per_stretch = dealt.reshape(50, 10, 20).sum(-1)
+    assert per_stretch.min() >= 5 and per_stretch.max() <= 7
+    assert not torch.equal(dealt[0], dealt[1])  # users have their own phase
+
+
+def test_event_partition_trains_each_model_on_its_own_events_of_every_user(tmp_path, chain_csv):
+    from lightning_rec.data.sources import InteractionFile
+
+    module, dm, _ = fit_simulator(InteractionFile(chain_csv, rating_col="rating"), tmp_path, epochs=10, partition="events")
+    everyone = torch.arange(dm.data.num_users)
+    assert torch.equal(module.users_of("train"), everyone) and torch.equal(module.users_of("eval"), everyone)
+    dataset = dm.train_dataloader().dataset
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    env = module.target_environments(batch)
+    # the environment of a target is that of its event (user, position), whichever window holds it
+    user, position = batch["user"].unsqueeze(1).expand_as(env), batch["end"].unsqueeze(1) - 8 + torch.arange(8)
+    real = batch["target"] != 0
+    events = {}
+    for u, p, e in zip(user[real].tolist(), position[real].tolist(), env[real].tolist()):
+        assert events.setdefault((u, p), e) == e
+    assert 0.35 < env[real].float().mean() < 0.65
+    # each model's loss reads only its own targets: changing the other environment's targets leaves it
+    model = module.response_model("train")
+    torch.manual_seed(0)
+    before = module._losses(model, batch, (env == 0) & real)
+    changed = dict(batch, target=torch.where(env == 1, torch.randint(1, dm.data.num_items + 1, env.shape), batch["target"]))
+    torch.manual_seed(0)
+    after = module._losses(model, changed, (env == 0) & real)
+    torch.testing.assert_close(before, after)
 
 
 def test_simulator_learns_the_chain_and_calibrates(fitted):

@@ -1,9 +1,11 @@
 """SimulatorTraining: fit the response models of a training and an evaluation environment on logs.
 
-The users are split in two at random; each environment's ResponseModel is fit (from its own seed)
-on its own users only, so a policy trained in one environment is judged in another whose weights
-and data it never saw. Each validation calibrates both models by Platt scaling on half of their
-users' held-out events and reports the expected calibration error on the other half.
+The logs are split in two at random, by users (`partition: users`: each environment simulates its
+own users) or by events (`partition: events`: both simulate every user, but each user's training
+events are dealt between them); each environment's ResponseModel is fit (from its own seed) on its
+share only, so a policy trained in one environment is judged in another whose weights and data it
+never saw. Each validation calibrates both models by Platt scaling on half of their users' held-out
+events and reports the expected calibration error on the other half.
 """
 
 from __future__ import annotations
@@ -23,22 +25,36 @@ from lightning_rec.rl.response_model import ResponseModel
 from lightning_rec.rl.simulator import UserSimulator
 
 ENVIRONMENTS = ("train", "eval")
+PARTITIONS = ("users", "events")
+BOTH = -1  # env_of_user under `partition: events`: every user is in both environments
+GOLDEN = (5**0.5 - 1) / 2
 
 
 def split_users(num_users: int, eval_fraction: float, seed: int) -> torch.Tensor:
     """LongTensor[num_users]: 0 for the training environment's users, 1 for the evaluation one's."""
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     order = torch.randperm(num_users, generator=torch.Generator().manual_seed(seed))
     env = torch.zeros(num_users, dtype=torch.long)
     env[order[: max(1, round(eval_fraction * num_users))]] = 1
     return env
 
 
+def eval_events(phase: torch.Tensor, positions: torch.Tensor, eval_fraction: float) -> torch.Tensor:
+    """BoolTensor like `positions`: whether the event at each position (within its user's sequence)
+    belongs to the evaluation environment, given each event's user phase in [0, 1). Events are dealt
+    by the golden-ratio sequence frac(phase + position * GOLDEN) < eval_fraction, so every stretch
+    of a user's history goes to both environments in about the right shares."""
+    return torch.frac(phase.double() + positions.double() * GOLDEN) < eval_fraction
+
+
 class SimulatorTraining(L.LightningModule):
     """Trains two ResponseModels through `lightning-rec fit` with a LoggedDataModule: next-item
     softmax (cross-entropy of the logged next item against `num_negatives` uniform random items
     shared by the batch) and ratings (squared error on logged ratings).
+
+    `partition: events` keeps every user in both environments and deals each user's training events
+    between them (eval_fraction of them to the evaluation one): the two models then differ in data
+    and seed but describe the same users, so what a policy learns in one carries over to the other
+    far better than across disjoint halves of a small user base.
 
     Validation uses each user's held-out next item and `calibration_negatives` uniform random items
     per user: the click logit scale * log p + shift is fit (Platt) on even users' pairs, and the
@@ -54,6 +70,7 @@ class SimulatorTraining(L.LightningModule):
         self,
         response_model: ResponseModel | None = None,
         eval_fraction: float = 0.5,
+        partition: str = "users",
         partition_seed: int = 0,
         train_seed: int = 1,
         eval_seed: int = 2,
@@ -65,6 +82,10 @@ class SimulatorTraining(L.LightningModule):
         weight_decay: float = 0.0,
     ):
         super().__init__()
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        if not 0 < eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
         self.save_hyperparameters()
         response_model = response_model if response_model is not None else ResponseModel()
         self.response_models = torch.nn.ModuleList([response_model, copy.deepcopy(response_model)])  # by ENVIRONMENTS
@@ -73,7 +94,13 @@ class SimulatorTraining(L.LightningModule):
     # -- sizing from the data ----------------------------------------------------------------------
     def build(self, num_users: int, num_items: int, rating_range: tuple[float, float] | None, mean_rating: float, history_len: int) -> None:
         self.sizes = {"num_users": num_users, "num_items": num_items, "rating_range": rating_range, "mean_rating": mean_rating, "history_len": history_len}
-        self.register_buffer("env_of_user", split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed))
+        if self.hparams.partition == "users":
+            env_of_user = split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed)
+        else:
+            env_of_user = torch.full((num_users,), BOTH)
+        self.register_buffer("env_of_user", env_of_user)
+        phase = torch.rand(num_users, generator=torch.Generator().manual_seed(self.hparams.partition_seed))
+        self.register_buffer("event_phase", phase, persistent=False)  # a function of partition_seed
         for model, seed in zip(self.response_models, (self.hparams.train_seed, self.hparams.eval_seed)):
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
@@ -105,7 +132,20 @@ class SimulatorTraining(L.LightningModule):
         return self.response_models[ENVIRONMENTS.index(name)]
 
     def users_of(self, name: str) -> torch.Tensor:
-        return torch.nonzero(self.env_of_user == ENVIRONMENTS.index(name)).squeeze(1).cpu()
+        return torch.nonzero(self._in_environment(self.env_of_user, ENVIRONMENTS.index(name))).squeeze(1).cpu()
+
+    @staticmethod
+    def _in_environment(env: torch.Tensor, index: int) -> torch.Tensor:
+        return (env == index) | (env == BOTH)
+
+    def target_environments(self, batch: dict) -> torch.Tensor:
+        """LongTensor like batch["target"]: the environment each training target belongs to."""
+        user, target = batch["user"], batch["target"]
+        if self.hparams.partition == "users":
+            return self.env_of_user[user].unsqueeze(1).expand_as(target)
+        max_len = target.shape[1]
+        positions = batch["end"].unsqueeze(1) - max_len + torch.arange(max_len, device=target.device)
+        return eval_events(self.event_phase[user].unsqueeze(1), positions, self.hparams.eval_fraction).long()
 
     def environment(self, name: str, data: SequenceData, train_end: torch.Tensor, behaviour: UserBehaviour, seed: int = 0) -> UserSimulator:
         """The "train" or "eval" UserSimulator over `data` (the data this simulator was fit on)."""
@@ -118,13 +158,13 @@ class SimulatorTraining(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        env = self.env_of_user[batch["user"]]
+        env = self.target_environments(batch)
         total = 0.0
         for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
-            rows = env == index
-            if not rows.any():
+            mine = (env == index) & (batch["target"] != 0)
+            if not mine.any():
                 continue
-            click_loss, rating_loss = self._losses(model, batch, rows)
+            click_loss, rating_loss = self._losses(model, batch, mine)
             self.log(f"train/{name}/click_loss", click_loss)
             total = total + click_loss
             if rating_loss is not None:
@@ -132,18 +172,19 @@ class SimulatorTraining(L.LightningModule):
                 total = total + self.hparams.rating_weight * rating_loss
         return total
 
-    def _losses(self, model: ResponseModel, batch: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        target = batch["target"][rows]
-        valid = target != 0
-        state = model.encode(batch["input"][rows])[valid]
-        positive = target[valid]
+    def _losses(self, model: ResponseModel, batch: dict, mine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Losses on the targets `mine` (BoolTensor like batch["target"]), each read from its full window."""
+        rows = mine.any(1)
+        mine = mine[rows]
+        state = model.encode(batch["input"][rows])[mine]
+        positive = batch["target"][rows][mine]
         negative = torch.randint(1, model.num_items + 1, (self.hparams.num_negatives,), device=self.device)
         negative_scores = model.scores(state, negative).masked_fill(negative == positive.unsqueeze(1), float("-inf"))
         logits = torch.cat([model.scores(state, positive.unsqueeze(1)), negative_scores], dim=1)
         click_loss = F.cross_entropy(logits, torch.zeros_like(positive))
         if not model.has_ratings or "rating" not in batch:
             return click_loss, None
-        rating = batch["rating"][rows][valid]
+        rating = batch["rating"][rows][mine]
         return click_loss, F.mse_loss(model.rating_estimate(state, positive.unsqueeze(1)).squeeze(1), rating)
 
     # -- validation: ranking quality, calibration, rating error --------------------------------------
@@ -154,7 +195,7 @@ class SimulatorTraining(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         env = self.env_of_user[batch["user"]]
         for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
-            rows = env == index
+            rows = self._in_environment(env, index)
             if not rows.any():
                 continue
             users, target = batch["user"][rows], batch["target"][rows]
