@@ -178,7 +178,8 @@ FINE_TUNER = """class_path: lightning_rec.tasks.policy.PolicyFineTuner
     slate_size: 4
     context_len: 8
     lr: {lr}
-    head_lr: 0.01"""
+    head_lr: 0.01
+    supervised_coef: {supervised_coef}"""
 
 
 def write_taste_dataset(path, num_users: int = 200, length: int = 14, seed: int = 0) -> str:
@@ -263,10 +264,10 @@ def ppo(credit: str) -> str:
     return f"{{class_path: lightning_rec.rl.PPO, init_args: {{epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0, credit: {credit}}}}}"
 
 
-def fine_tune_ppo(world, credit: str) -> str:
+def fine_tune_ppo(world, credit: str, supervised_coef: float = 0.0) -> str:
     root, data, pretrained, simulator = world
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003)
-    return run_cli(root / f"ppo-{credit}", data, model, epochs=20, batch_size=512)
+    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003, supervised_coef=supervised_coef)
+    return run_cli(root / f"ppo-{credit}-{supervised_coef}", data, model, epochs=20, batch_size=512)
 
 
 @pytest.fixture(scope="module")
@@ -293,9 +294,34 @@ def test_ppo_finds_the_known_best_policy(world, ppo_checkpoint, credit):
 def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
     root, data, pretrained, simulator = world
     before = greedy_return(world, pretrained)
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=algorithm, lr=0.003)
+    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=algorithm, lr=0.003, supervised_coef=0.0)
     after = greedy_return(world, run_cli(root / name, data, model, epochs=20, batch_size=512))
     print(f"return: pretrained {before:.3f}  {name} {after:.3f}")
+    assert after > before + 0.3
+
+
+def logged_loss(world, checkpoint: str) -> float:
+    """The pretraining loss of a checkpoint's recommender on all logged training windows."""
+    from lightning_rec.data.sources import InteractionFile
+    from lightning_rec.rl import LoggedDataModule
+    from lightning_rec.tasks.policy import load_recommender
+
+    dm = LoggedDataModule(InteractionFile(world[1], rating_col="rating"), max_len=12, cache_dir=None)
+    dm.setup()
+    dataset = dm.train_dataloader().dataset
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    with torch.no_grad():
+        return float(load_recommender(checkpoint).eval().pretraining_loss(batch["input"], batch["target"]))
+
+
+def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(world, ppo_checkpoint):
+    # the logs are 80 % low items, the best policy shows high ones: RL alone unlearns the logs
+    supervised = fine_tune_ppo(world, "slate", supervised_coef=0.2)
+    pretrained, plain_ppo = logged_loss(world, world[2]), logged_loss(world, ppo_checkpoint)
+    held, before, after = logged_loss(world, supervised), greedy_return(world, world[2]), greedy_return(world, supervised)
+    print(f"logged loss: pretrained {pretrained:.3f}  PPO {plain_ppo:.3f}  PPO + supervised {held:.3f}; return {before:.3f} -> {after:.3f}")
+    assert plain_ppo > pretrained + 0.5
+    assert held < pretrained + 0.25 * (plain_ppo - pretrained)
     assert after > before + 0.3
 
 

@@ -48,6 +48,10 @@ class PolicyFineTuner(L.LightningModule):
     rl/episode_states), so context_len + behaviour.max_steps must fit the encoder's max_len. RL
     runs the networks without dropout. Validation and test are the recommender's offline ranking
     (val/ndcg@10, ...), to see how much next-item accuracy RL costs. Run it on one device.
+
+    With `supervised_coef` > 0 every optimiser step also takes supervised_coef x the pretraining
+    loss on `supervised_windows` logged windows drawn from the batch (as PPO-ptx does), which holds
+    the next-item ranking where the logs say it is right and leaves RL free elsewhere.
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class PolicyFineTuner(L.LightningModule):
         lr: float = 1e-4,
         head_lr: float = 1e-3,
         max_grad_norm: float = 1.0,
+        supervised_coef: float = 0.0,
+        supervised_windows: int = 32,
         seed: int = 0,
         eval_ks: list[int] = [10, 20],
     ):
@@ -72,6 +78,8 @@ class PolicyFineTuner(L.LightningModule):
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if supervised_coef < 0 or supervised_windows < 1:
+            raise ValueError(f"supervised_coef must be >= 0 and supervised_windows >= 1, got {supervised_coef} and {supervised_windows}")
         encoder = self.recommender.sequence_encoder
         needed = context_len + self.behaviour.max_steps
         if hasattr(encoder, "max_len") and needed > encoder.max_len:
@@ -86,6 +94,7 @@ class PolicyFineTuner(L.LightningModule):
         self.val_metrics = ranking_metrics(eval_ks, num_items, prefix="val/")
         self.test_metrics = ranking_metrics(eval_ks, num_items, prefix="test/")
         self.generator: torch.Generator | None = None
+        self.batch: dict | None = None  # the training batch of the current update
 
     # -- the environment -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -151,14 +160,24 @@ class PolicyFineTuner(L.LightningModule):
         self.manual_backward(loss)
 
     def apply_gradients(self) -> None:
+        if self.hparams.supervised_coef > 0:
+            loss = self.supervised_loss()
+            self.manual_backward(self.hparams.supervised_coef * loss)
+            self.log("train/supervised_loss", loss.detach(), batch_size=self.hparams.supervised_windows)
         optimizer = self.optimizers()
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
         optimizer.zero_grad()
 
+    def supervised_loss(self) -> torch.Tensor:
+        """The pretraining loss on `supervised_windows` random windows of the current batch."""
+        windows = torch.randperm(len(self.batch["input"]), generator=self.generator, device=self.device)[: self.hparams.supervised_windows]
+        return self.recommender.pretraining_loss(self.batch["input"][windows], self.batch["target"][windows])
+
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
         self.eval()  # RL runs the networks without dropout: sampling and update must see the same policy
+        self.batch = batch
         logs = self.algorithm.update(self, batch)
         self.log_dict({f"train/{key}": value for key, value in logs.items()}, batch_size=len(batch["user"]))
 

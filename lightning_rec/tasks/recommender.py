@@ -147,15 +147,19 @@ class SequentialRecommender(RankingRecommender):
 
     # -- steps -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        input, target = self.objective.prepare(batch["input"], batch["target"])
+        loss = self.pretraining_loss(batch["input"], batch["target"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def pretraining_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The objective's loss on training windows (input [B, L], next items [B, L], 0 = none)."""
+        input, target = self.objective.prepare(input, target)
         items = self.item_encoder()
         hidden = self.encode(input, items)
         target = target[:, -hidden.shape[1] :]  # encoders too costly to run per position return the last one
         has_target = target != 0
         candidates, target = self.training_candidates(items, target[has_target])
-        loss = self.objective(hidden[has_target], target, candidates)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return self.objective(hidden[has_target], target, candidates)
 
     def training_candidates(self, items: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The item table and targets of the training softmax, without the items that have no training
