@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -364,8 +365,24 @@ def test_evaluation_table_ranks_the_policies_and_writes_its_files(world, ppo_che
     assert table.loc["ppo", "return"] > table.loc["supervised", "return"] + 0.5
     assert ((table["ctr"] >= 0) & (table["ctr"] <= 1) & (table["length"] <= 3)).all()
     assert table.loc["popularity", "coverage"] < table.loc["random", "coverage"]
+    # ratios to the supervised policy: of the table's own means, with paired standard errors
+    for metric in ("return", "test_ndcg@10"):
+        ratio = table[f"{metric}_vs_supervised"]
+        np.testing.assert_allclose(ratio, table[metric] / table.loc["supervised", metric], rtol=1e-4)
+        assert ratio["supervised"] == 1.0 and table.loc["supervised", f"{metric}_vs_supervised_se"] == 0.0
+        assert (table[f"{metric}_vs_supervised_se"].drop("supervised") > 0).all()
     assert (out / "reward_curves.png").stat().st_size > 0 and "| ppo |" in (out / "table.md").read_text()
     assert "ppo" in capsys.readouterr().out
+
+
+def test_paired_ratio_and_its_standard_error():
+    from lightning_rec.rl.report import paired_ratio
+
+    base = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    assert paired_ratio(base + 1.0, base) == (pytest.approx(4 / 3), 0.0)  # a constant gain has no noise
+    values = torch.tensor([2.0, 2.0, 5.0, 7.0])  # differences 1, 0, 2, 1: mean 1, sd sqrt(2/3)
+    ratio, se = paired_ratio(values, base)
+    assert ratio == pytest.approx(16 / 12) and se == pytest.approx((2 / 3) ** 0.5 / 2 / 3)
 
 
 def test_fast_logsumexp_matches_torch_on_wide_logits_and_masks():

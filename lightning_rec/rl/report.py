@@ -24,6 +24,14 @@ def online_metrics(episodes: Episodes, num_items: int) -> dict[str, float]:
     }
 
 
+def paired_ratio(values: torch.Tensor, base: torch.Tensor) -> tuple[float, float]:
+    """mean(values) / mean(base), and its standard error from the paired differences (values and
+    base measured on the same users, with the same random clicks), relative to the base mean."""
+    differences = (values - base).double()
+    se = differences.std() / len(differences) ** 0.5 if len(differences) > 1 else torch.tensor(0.0)
+    return float(values.mean() / base.mean()), float(se / base.double().mean())
+
+
 def reward_curve(episodes: Episodes, max_steps: int) -> tuple[list[float], list[float]]:
     """Mean reward at each step (0 for users who left) and the share of users still there."""
     rewards = torch.zeros(len(episodes.rewards), max_steps)

@@ -6,7 +6,9 @@ Online: random, popularity, the supervised (pretrained) recommender and each nam
 `episodes_per_user` episodes per user of the simulator's evaluation environment (the users and
 weights no policy was trained on), greedily (top-K of their scores, consumed and already shown
 items masked), with the same random clicks for every policy. Offline: Recall/NDCG on the test
-split, history masked, for the same policies. One table: printed, logged (test/<policy>/<metric>,
+split, history masked, for the same policies. Each policy's return and test NDCG@k are also given
+as a ratio to the supervised policy's with a paired standard error (same users, same clicks), so
+a difference can be told from noise. One table: printed, logged (test/<policy>/<metric>,
 plus a table and the figure where the logger takes them, as W&B's does) and written to
 `output_dir` as table.csv, table.md and reward_curves.png.
 """
@@ -17,10 +19,10 @@ import lightning as L
 import pandas as pd
 import torch
 
-from lightning_rec.metrics import ranking_metrics
+from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metrics
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.behaviour import UserBehaviour
-from lightning_rec.rl.report import online_metrics, reward_curve, write_report
+from lightning_rec.rl.report import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.rl.rollout import rollout
 from lightning_rec.tasks.policy import load_recommender
 from lightning_rec.tasks.simulator_training import SimulatorTraining
@@ -60,6 +62,7 @@ class PolicyEvaluation(L.LightningModule):
         names = ["random", "popularity", *self.recommenders]
         self.metrics = torch.nn.ModuleDict({name: ranking_metrics(self.hparams.ks, num_items, prefix="") for name in names})
         self.offline_generator = torch.Generator().manual_seed(self.hparams.seed)
+        self.test_ranks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         history = batch["history"]
@@ -73,6 +76,7 @@ class PolicyEvaluation(L.LightningModule):
         offline.update({name: recommender.score(batch["input"], history) for name, recommender in self.recommenders.items()})
         for name, scores in offline.items():
             self.metrics[name].update(scores, batch["target"])
+            self.test_ranks[name].append(pessimistic_ranks(scores, batch["target"]).cpu())
 
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
@@ -82,13 +86,15 @@ class PolicyEvaluation(L.LightningModule):
         users = env.users.repeat(hp.episodes_per_user)
         agents: dict[str, SlateAgent] = {"random": RandomAgent(data.num_items, hp.seed), "popularity": PopularityAgent(self.popularity.to(self.device))}
         agents.update({name: RecommenderAgent(recommender, hp.context_len, self.behaviour.max_steps) for name, recommender in self.recommenders.items()})
-        rows, curves = [], {}
+        rows, curves, returns = [], {}, {}
         for name, agent in agents.items():
             env.seed(hp.seed)  # the same random clicks for every policy
             episodes = rollout(env, agent, users, slate_size=hp.slate_size)
             offline = {key: float(value) for key, value in self.metrics[name].compute().items() if key.split("@")[0] in ("recall", "ndcg")}
             rows.append({"policy": name, **online_metrics(episodes, data.num_items), **{f"test_{key}": value for key, value in offline.items()}})
-            curves[name] = reward_curve(episodes, self.behaviour.max_steps)
+            curves[name], returns[name] = reward_curve(episodes, self.behaviour.max_steps), episodes.rewards.sum(1).cpu()
+        for row in rows:
+            row.update(self._versus_supervised(row["policy"], returns))
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
         print(f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}")
@@ -99,3 +105,14 @@ class PolicyEvaluation(L.LightningModule):
             logger.log_table(key="rl/evaluation", dataframe=table)
         if hasattr(logger, "log_image"):
             logger.log_image(key="rl/reward_curves", images=[str(paths["png"])])
+
+    def _versus_supervised(self, name: str, returns: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Return and test NDCG@k of policy `name` over the supervised policy's, with paired SEs."""
+        compared = {"return": (returns[name], returns["supervised"])}
+        ranks = {key: torch.cat(value) for key, value in self.test_ranks.items() if key in (name, "supervised")}
+        for k in self.hparams.ks:
+            compared[f"test_ndcg@{k}"] = (ndcg_of_ranks(ranks[name], k), ndcg_of_ranks(ranks["supervised"], k))
+        columns = {}
+        for key, (values, base) in compared.items():
+            columns[f"{key}_vs_supervised"], columns[f"{key}_vs_supervised_se"] = paired_ratio(values, base)
+        return columns
