@@ -43,7 +43,7 @@ demo: setup
 	$(CLI) fit -c configs/ppo-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/ppo --trainer.max_epochs $(DEMO_PPO_EPOCHS) \
 	    --model.init_args.pretrained $(PRETRAINED) --model.init_args.simulator $(SIMULATOR)
 	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/rl-evaluation \
-	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) \
+	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) --model.init_args.episodes_per_user 4 \
 	    --model.init_args.policies '{ppo: $(OUT)/ppo/checkpoints/last.ckpt}'
 	$(MAKE) --no-print-directory demo-meta
 

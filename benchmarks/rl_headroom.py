@@ -9,7 +9,8 @@ PolicyEvaluation) from: the supervised recommender (and any --policy); an oracle
 evaluation simulator's own click utility, alone and plus the log of its predicted satisfaction;
 and the same two rankings from the training simulator's model (what a policy trained there could
 learn at best, if it learned that model exactly). Prints return, CTR, length and each return
-relative to the supervised policy's.
+relative to the supervised policy's. `--environment train` plays the same agents in the training
+environment instead: how much of its own environment's headroom a policy took.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ class SimulatorModelAgent(SlateAgent):
         utility = scale * model.scores(state) + shift
         if not self.satisfaction:
             return utility
-        items = torch.arange(model.num_items + 1).expand(len(state), -1)
         low, high = model.rating_range
-        rating = ((model.rating(state, items) - low) / (high - low)).clamp(min=1e-3)
+        rating = ((model.rating(state) - low) / (high - low)).clamp(min=1e-3)
         return utility + rating.log()
 
 
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--supervised", default="outputs/sasrec-ml-latest-small/checkpoints/best.ckpt")
     parser.add_argument("--policy", action="append", default=[], help="name=checkpoint of an RL policy (repeatable)")
     parser.add_argument("--config", default="configs/rl-evaluation-ml-latest-small.yaml", help="behaviour, slate size, context and episodes are read from it")
+    parser.add_argument("--environment", choices=("eval", "train"), default="eval", help="the environment the agents play in")
+    parser.add_argument("--episodes", type=int, help="episodes per user (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     keep_freed_memory()
@@ -65,8 +67,9 @@ def main() -> None:
     simulation = SimulatorTraining.load_from_checkpoint(args.simulator, map_location="cpu", weights_only=False)
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
     behaviour = UserBehaviour(**recipe["behaviour"]["init_args"])
-    env = simulation.environment("eval", data.data, data.split.train_end, behaviour, recipe["seed"])
-    users = env.users.repeat(recipe["episodes_per_user"])
+    env = simulation.environment(args.environment, data.data, data.split.train_end, behaviour, recipe["seed"])
+    episodes_per_user = args.episodes or recipe["episodes_per_user"]
+    users = env.users.repeat(episodes_per_user)
     recommenders = {"supervised": args.supervised, **dict(policy.split("=", 1) for policy in args.policy)}
     agents: dict[str, SlateAgent] = {
         name: RecommenderAgent(load_recommender(path).eval(), recipe["context_len"], behaviour.max_steps) for name, path in recommenders.items()
@@ -83,7 +86,7 @@ def main() -> None:
         rows.append({"agent": name, **online_metrics(episodes, data.data.num_items)})
     table = pd.DataFrame(rows)
     table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
-    print(f"Evaluation environment: {len(env.users)} users x {recipe['episodes_per_user']} episodes, greedy slates of {recipe['slate_size']}")
+    print(f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, greedy slates of {recipe['slate_size']}")
     print(table.drop(columns="coverage").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 

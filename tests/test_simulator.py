@@ -259,3 +259,11 @@ def test_gym_wrapper_passes_the_gymnasium_checker_and_plays_an_episode(fitted):
         steps, over = steps + 1, terminated or truncated
         assert reward == 0 and not info["clicks"].any()
     assert terminated and steps == 2  # two ignored slates use up a patience of 2
+
+
+def test_catalogue_ratings_equal_the_ratings_of_every_item(fitted):
+    module, dm, _ = fitted
+    model = module.response_model("eval").eval()
+    state = model.encode(torch.randint(0, dm.data.num_items + 1, (3, 6)))[:, -1]
+    every_item = torch.arange(dm.data.num_items + 1).expand(3, -1)
+    torch.testing.assert_close(model.rating(state), model.rating(state, every_item))

@@ -103,15 +103,18 @@ class ResponseModel(nn.Module):
         return torch.sigmoid(self.click_logits(state, items))
 
     # -- ratings -----------------------------------------------------------------------------------
-    def rating_estimate(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Unclamped predicted rating of items [..., K] (the training target is the logged rating)."""
+    def rating_estimate(self, state: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Unclamped predicted rating of items [..., K], or of the whole catalogue (None: [..., N + 1]);
+        the training target is the logged rating."""
         state = self.drop(state)
-        query = self.rating_head(state).unsqueeze(-2)
+        query = self.rating_head(state)
         user_bias = self.user_rating_bias(state)
-        return self.mean_rating + user_bias + (query * self.items(items)).sum(-1) + self.rating_bias(items).squeeze(-1)
+        if items is None:
+            return self.mean_rating + user_bias + query @ self.items.weight.T + self.rating_bias.weight.T
+        return self.mean_rating + user_bias + (query.unsqueeze(-2) * self.items(items)).sum(-1) + self.rating_bias(items).squeeze(-1)
 
-    def rating(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Predicted rating clamped to the data's rating range, [..., K]."""
+    def rating(self, state: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted rating clamped to the data's rating range, [..., K] (None: the whole catalogue)."""
         if not self.has_ratings:
             raise ValueError("this response model was fit on data without ratings")
         low, high = self.rating_range
