@@ -53,8 +53,8 @@ class SimulatorTraining(L.LightningModule):
 
     `partition: events` keeps every user in both environments and deals each user's training events
     between them (eval_fraction of them to the evaluation one): the two models then differ in data
-    and seed but describe the same users, so what a policy learns in one carries over to the other
-    far better than across disjoint halves of a small user base.
+    and seed but describe the same users, for data with too few users to halve (on ml-latest-small
+    it lifted the transfer between the environments only a little: docs/rl.md).
 
     Validation uses each user's held-out next item and `calibration_negatives` uniform random items
     per user: the click logit scale * log p + shift is fit (Platt) on even users' pairs, and the
