@@ -404,31 +404,51 @@ def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
     assert "lightning_rec.meta.environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
 
 
-def test_the_cli_starts_meta_training_from_a_pretraining_checkpoint(groups_source, tmp_path):
-    """The checkpoint is loaded while LightningCLI instantiates the model; the recommender must come
-    back with its own hyperparameters and weights, not the meta stage's arguments."""
-    from lightning_rec.cli import RecommenderCLI
-
+def pretrained_checkpoint(groups_source, tmp_path) -> tuple[SequentialRecommender, str]:
     dm = SequenceDataModule(groups_source, max_len=12, batch_size=32, cache_dir=None)
     pretrained = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
     trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(pretrained, dm)
     path = str(tmp_path / "pretrained.ckpt")
     trainer.save_checkpoint(path)
-    cli = RecommenderCLI(
-        args=[
-            "--data=lightning_rec.meta.MetaDataModule", "--data.source=lightning_rec.data.sources.InteractionFile",
-            f"--data.source.path={groups_source.path}", f"--data.source.item_path={groups_source.item_path}",
-            "--data.cache_dir=null", "--data.max_len=12", "--data.num_segments=4", "--data.held_out_segments=1",
-            "--data.train_ks=[1, 2, 3]", "--data.test_ks=[1, 3]", "--data.val_k=3", "--data.num_query=3", f"--data.encoder_checkpoint={path}",
-            "--model=lightning_rec.tasks.meta.MetaPolicyOptimizer", f"--model.checkpoint={path}", "--model.head=lightning_rec.meta.UserHead",
-            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
-        ],
-        run=False,
-    )
+    return pretrained, path
+
+
+def meta_cli_args(groups_source, pretrained: str, tmp_path) -> list[str]:
+    return [
+        "--data=lightning_rec.meta.MetaDataModule", "--data.source=lightning_rec.data.sources.InteractionFile",
+        f"--data.source.path={groups_source.path}", f"--data.source.item_path={groups_source.item_path}",
+        "--data.cache_dir=null", "--data.max_len=12", "--data.num_segments=4", "--data.held_out_segments=1",
+        "--data.train_ks=[1, 2, 3]", "--data.test_ks=[1, 3]", "--data.val_k=3", "--data.num_query=3", f"--data.encoder_checkpoint={pretrained}",
+        "--model=lightning_rec.tasks.meta.MetaPolicyOptimizer", f"--model.checkpoint={pretrained}", "--model.head=lightning_rec.meta.UserHead",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+    ]
+
+
+def test_the_cli_starts_meta_training_from_a_pretraining_checkpoint(groups_source, tmp_path):
+    """The checkpoint is loaded while LightningCLI instantiates the model; the recommender must come
+    back with its own hyperparameters and weights, not the meta stage's arguments."""
+    from lightning_rec.cli import RecommenderCLI
+
+    pretrained, path = pretrained_checkpoint(groups_source, tmp_path)
+    cli = RecommenderCLI(args=meta_cli_args(groups_source, path, tmp_path), run=False)
     loaded = cli.model.policy.recommender
     assert loaded.hparams.eval_ks == pretrained.hparams.eval_ks
     torch.testing.assert_close(loaded.item_encoder.embedding.weight, pretrained.item_encoder.embedding.weight)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 2
+
+
+def test_an_environment_given_at_test_time_reports_returns_for_a_checkpoint_trained_without_one(groups_source, simulator_path, tmp_path):
+    """LightningCLI puts a checkpoint's hyperparameters back over the configuration; the environment
+    is not one of them, so it comes from the test command."""
+    from lightning_rec.cli import main
+
+    _, pretrained = pretrained_checkpoint(groups_source, tmp_path)
+    args = meta_cli_args(groups_source, pretrained, tmp_path)
+    main(["fit", *args, "--trainer.enable_checkpointing=true", "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", f"--trainer.callbacks.dirpath={tmp_path}", "--trainer.callbacks.filename=meta"])
+    environment = ["--model.environment=lightning_rec.meta.environment.TaskEnvironment", f"--model.environment.checkpoint={simulator_path}", "--model.environment.slate_size=3"]
+    main(["test", *args, *environment, f"--ckpt_path={tmp_path / 'meta.ckpt'}"])
+    table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
+    assert "return" in set(table.metric)

@@ -301,6 +301,38 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
     assert after > before + 0.3
 
 
+@pytest.mark.parametrize("credit", ["slate", "click"])
+def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(world, credit):
+    from lightning_rec.data.sources import InteractionFile
+    from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
+    from lightning_rec.tasks.policy import PolicyFineTuner
+    from lightning_rec.tasks.simulator_training import SimulatorTraining
+
+    _, data, pretrained, simulator = world
+    dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    gradients = {}
+    for max_logits in (10**9, 1):  # 1: every user of a minibatch is its own chunk
+        torch.manual_seed(0)
+        behaviour = UserBehaviour(max_steps=3, initial_patience=2.0)
+        algorithm = PPO(epochs=1, minibatch_users=1000, kl_coef=0.1, entropy_coef=0.01, credit=credit, max_logits=max_logits)
+        tuner = PolicyFineTuner(pretrained, simulator, algorithm, behaviour, slate_size=4, context_len=8)
+        tuner.train_env = SimulatorTraining.load_from_checkpoint(simulator, weights_only=False).environment("train", dm.data, dm.split.train_end, behaviour)
+        tuner.generator = torch.Generator().manual_seed(0)
+        tuner.add_gradients = lambda loss: loss.backward()
+        steps = []
+        tuner.apply_gradients = lambda: steps.append({name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None})
+        tuner.eval()
+        logs = algorithm.update(tuner, batch)
+        gradients[max_logits] = steps
+    whole, chunked = gradients[10**9], gradients[1]
+    assert len(whole) == len(chunked) == 1 and len(whole[0]) > 10  # one optimiser step, most weights reached
+    for name, gradient in whole[0].items():
+        torch.testing.assert_close(chunked[0][name], gradient, rtol=1e-4, atol=1e-7)
+    assert logs["kl"] >= 0 and 0 <= logs["clipped_share"] <= 1
+
+
 def logged_loss(world, checkpoint: str) -> float:
     """The pretraining loss of a checkpoint's recommender on all logged training windows."""
     from lightning_rec.data.sources import InteractionFile

@@ -64,6 +64,8 @@ class MetaDataModule(SequenceDataModule):
     events) or at their first event. Training batches are {"cold_start": TaskBatch, "segment":
     TaskBatch} (a kind is left out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
     `test_ks`, then the held-out segments; predict is the online replay of the test users.
+    Segment tasks' windows are `segment_window` events long (default: `max_len`, what the
+    pretrained encoder reads).
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class MetaDataModule(SequenceDataModule):
         eval_tasks_per_batch: int = 64,
         segment_tasks_per_epoch: int = 0,
         support_windows: int = 8,
-        segment_window: int = 50,
+        segment_window: int | None = None,
         segment_query: int = 32,
         online_start: int = 1,
         online_horizon: int = 20,
@@ -100,6 +102,7 @@ class MetaDataModule(SequenceDataModule):
         if not (0 < val_fraction_users and 0 < test_fraction_users and val_fraction_users + test_fraction_users < 1):
             raise ValueError(f"user fractions must be positive with a sum < 1, got {val_fraction_users}, {test_fraction_users}")
         self.max_k = max([*train_ks, *test_ks, val_k])
+        self.segment_window = segment_window if segment_window is not None else self.hparams.max_len  # what the encoder reads
         self.users: dict[str, torch.Tensor] | None = None
 
     # -- who is in which part --------------------------------------------------------------------
@@ -137,7 +140,7 @@ class MetaDataModule(SequenceDataModule):
         from lightning_rec.tasks.recommender import SequentialRecommender
 
         recommender = SequentialRecommender.load_from_checkpoint(self.hparams.encoder_checkpoint, map_location="cpu", weights_only=False)
-        states = encoder_states(recommender, self.data, self.split.train_end, self.hparams.segment_window)
+        states = encoder_states(recommender, self.data, self.split.train_end, self.segment_window)
         return torch.nn.functional.normalize(states, dim=1)
 
     # -- loaders ---------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class MetaDataModule(SequenceDataModule):
         loaders = {"cold_start": self._tasks(ColdStartTaskDataset(self.data, self.users["train"], hp.train_ks, hp.num_query, self.max_k, anywhere=hp.train_anywhere, end=self.split.train_end), shuffle=True)}
         if hp.segment_tasks_per_epoch > 0:
             segments = Segments(self.assignment, self.users["train"])
-            dataset = SegmentTaskDataset(self.data, self.split.train_end, segments, self.train_segments, hp.segment_tasks_per_epoch, hp.support_windows, hp.segment_query, hp.segment_window)
+            dataset = SegmentTaskDataset(self.data, self.split.train_end, segments, self.train_segments, hp.segment_tasks_per_epoch, hp.support_windows, hp.segment_query, self.segment_window)
             loaders["segment"] = self._tasks(dataset, shuffle=False)
         return loaders
 
@@ -182,7 +185,7 @@ class MetaDataModule(SequenceDataModule):
         test_position[self.split.test_users] = self.split.test_positions
         query_positions = torch.where(query_users >= 0, test_position[query_users.clamp(min=0)], 1)
         query_users = torch.where(query_positions > 0, query_users, -1)  # users without a test event
-        return segment_tasks(self.data, self.held_out, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), hp.segment_window, "segment/held_out")
+        return segment_tasks(self.data, self.held_out, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), self.segment_window, "segment/held_out")
 
     def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False) -> DataLoader:
         size = self.hparams.eval_tasks_per_batch if eval else self.hparams.tasks_per_batch

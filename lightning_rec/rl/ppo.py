@@ -15,6 +15,9 @@ from lightning_rec.rl.slates import Anchor, slate_log_probs, topk_correction
 from lightning_rec.softmax import log_probs_at
 
 
+PER_ACTION = ("policy_loss", "clipped_share")  # loss terms averaged over actions; the rest over live steps
+
+
 class PPO(PolicyAlgorithm):
     """Proximal policy optimisation on episodes sampled in the training environment.
 
@@ -30,7 +33,10 @@ class PPO(PolicyAlgorithm):
     KL(policy || pretrained policy), both on the pretrained policy's `kl_candidates` most likely
     items of each state plus one outcome for the rest of the unmasked catalogue (slates.Anchor: a
     lower bound of the full KL that keeps each pass over the catalogue to one logsumexp). `epochs`
-    passes over the episodes in minibatches of `minibatch_users` users, one optimiser step each.
+    passes over the episodes in minibatches of `minibatch_users` users, one optimiser step each;
+    a minibatch whose [users, steps, N + 1] logits would exceed `max_logits` floats (200 MB by
+    default) is processed in chunks of users whose gradients add up to the same step, so large
+    catalogues need no hand-tuned minibatch size.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class PPO(PolicyAlgorithm):
         normalize_advantages: bool = True,
         credit: Literal["slate", "click"] = "slate",
         kl_candidates: int = 100,
+        max_logits: int = 50_000_000,
     ):
         super().__init__()
         if credit not in ("slate", "click"):
@@ -58,6 +65,7 @@ class PPO(PolicyAlgorithm):
         if kl_candidates < 1:
             raise ValueError(f"PPO.kl_candidates must be >= 1, got {kl_candidates}")
         self.kl_candidates = kl_candidates
+        self.max_logits = max_logits
 
     def build(self, tuner) -> None:
         self.value = ValueHead(tuner.state_dim)
@@ -68,14 +76,14 @@ class PPO(PolicyAlgorithm):
         valid = episodes.valid
         steps = valid.shape[1]
         progress = tuner.progress(steps)
-        clicked = episodes.clicked
+        chunk_users = max(1, self.max_logits // (steps * (tuner.recommender.num_items + 1)))
         with torch.no_grad():  # fixed during the update: values, the sampling probabilities, anchors
             values = self.value(episodes.states, progress.expand(len(valid), -1))
             old_click = episodes.clicked_log_probs
             old_slate = slate_log_probs(episodes.log_probs)
             anchor = Anchor.cat([
                 Anchor.of(tuner.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
-                for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=False)
+                for rows in tuner.minibatches(len(valid), min(self.minibatch_users, chunk_users), shuffle=False)
             ])
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
@@ -85,33 +93,49 @@ class PPO(PolicyAlgorithm):
         updates = 0
         for _ in range(self.epochs):
             for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=True):
-                hidden, logits = tuner.episode_logits(episodes, rows)
-                mask = valid[rows]
-                count = mask.sum().clamp(min=1)
-                actions = episodes.slates[rows] if self.credit == "slate" else clicked[rows].unsqueeze(-1)
-                log_probs = log_probs_at(logits, torch.cat([actions, anchor.items[rows]], -1))  # one catalogue pass for both
-                action_log_probs, candidate_log_probs = log_probs.split([actions.shape[-1], anchor.items.shape[-1]], -1)
-                if self.credit == "slate":  # every drawn item is an action (empty positions, item 0, are not)
-                    acted, correction = mask.unsqueeze(-1) & (actions != 0), 1.0
-                    log_ratio = slate_log_probs(action_log_probs) - old_slate[rows]
-                else:
-                    acted = (mask & (clicked[rows] != 0)).unsqueeze(-1)
-                    correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
-                    log_ratio = action_log_probs - old_click[rows].unsqueeze(-1)
-                ratio = torch.where(acted, log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
-                advantage = advantages[rows].unsqueeze(-1)
-                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction
-                policy_loss = -(surrogate * acted).sum() / acted.sum().clamp(min=1)
-                kl, entropy = anchor[rows].kl_and_entropy(candidate_log_probs)
-                kl, entropy = (kl * mask).sum() / count, (entropy * mask).sum() / count
-                value = self.value(hidden, progress.expand(len(rows), -1))
-                value_loss = ((value - returns[rows]).pow(2) * mask).sum() / count
-                loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy + self.kl_coef * kl
-                tuner.add_gradients(loss)
+                live_steps, actions = valid[rows].sum().clamp(min=1), self._actions(episodes, rows)[1].sum().clamp(min=1)
+                for chunk in rows.split(chunk_users):  # one optimiser step per minibatch, in chunks that fit
+                    terms = self._terms(tuner, episodes, chunk, advantages, returns, old_click, old_slate, anchor[chunk], progress)
+                    terms = {key: value / (actions if key in PER_ACTION else live_steps) for key, value in terms.items()}
+                    loss = terms["policy_loss"] + self.value_coef * terms["value_loss"] - self.entropy_coef * terms["entropy"] + self.kl_coef * terms["kl"]
+                    tuner.add_gradients(loss)
+                    for key, number in terms.items():
+                        totals[key] = totals.get(key, 0.0) + float(number.detach())
                 tuner.apply_gradients()
                 updates += 1
-                clipped = (ratio - 1).abs() > self.clip
-                for key, number in (("policy_loss", policy_loss), ("value_loss", value_loss), ("kl", kl), ("entropy", entropy), ("clipped_share", (clipped * acted).sum() / acted.sum().clamp(min=1))):
-                    totals[key] = totals.get(key, 0.0) + float(number.detach())
         logs.update({key: total / max(updates, 1) for key, total in totals.items()})
         return logs
+
+    def _actions(self, episodes, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actions [b, T, A], acted [b, T, A]): the slates' draws or the clicked item of users
+        `rows`, and which of them count (a live step's real draw, or a click)."""
+        # every drawn item is an action under slate credit (empty positions, item 0, are not)
+        actions = episodes.slates[rows] if self.credit == "slate" else episodes.clicked[rows].unsqueeze(-1)
+        return actions, episodes.valid[rows].unsqueeze(-1) & (actions != 0)
+
+    def _terms(self, tuner, episodes, rows, advantages, returns, old_click, old_slate, anchor: Anchor, progress) -> dict[str, torch.Tensor]:
+        """Sums over users `rows` of the loss terms: policy_loss and clipped_share over actions,
+        value_loss, kl and entropy over live steps (the caller divides by the minibatch's counts)."""
+        hidden, logits = tuner.episode_logits(episodes, rows)
+        mask = episodes.valid[rows]
+        actions, acted = self._actions(episodes, rows)
+        log_probs = log_probs_at(logits, torch.cat([actions, anchor.items], -1))  # one catalogue pass for both
+        action_log_probs, candidate_log_probs = log_probs.split([actions.shape[-1], anchor.items.shape[-1]], -1)
+        if self.credit == "slate":
+            correction = 1.0
+            log_ratio = slate_log_probs(action_log_probs) - old_slate[rows]
+        else:
+            correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
+            log_ratio = action_log_probs - old_click[rows].unsqueeze(-1)
+        ratio = torch.where(acted, log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
+        advantage = advantages[rows].unsqueeze(-1)
+        surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage) * correction
+        kl, entropy = anchor.kl_and_entropy(candidate_log_probs)
+        value = self.value(hidden, progress.expand(len(rows), -1))
+        return {
+            "policy_loss": -(surrogate * acted).sum(),
+            "clipped_share": (((ratio - 1).abs() > self.clip) * acted).sum(),
+            "value_loss": ((value - returns[rows]).pow(2) * mask).sum(),
+            "kl": (kl * mask).sum(),
+            "entropy": (entropy * mask).sum(),
+        }

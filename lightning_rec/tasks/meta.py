@@ -70,7 +70,10 @@ class MetaPolicyOptimizer(L.LightningModule):
         eval_k: int = 10,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["recommender"])  # saved as weights; the rest rebuilds from hparams
+        # the recommender is saved as weights; the environment is where the policy is played, not part
+        # of it: left out, `test --ckpt_path` takes it from the configuration (LightningCLI would
+        # otherwise put back the checkpoint's, and a run trained without one would report no returns)
+        self.save_hyperparameters(ignore=["recommender", "environment"])
         if (checkpoint is None) == (recommender is None):
             raise ValueError("give exactly one of checkpoint (a pretraining checkpoint path) or recommender")
         if inner_loss == "policy_gradient" and environment is None:
