@@ -93,8 +93,9 @@ class PolicyEvaluation(L.LightningModule):
             offline = {key: float(value) for key, value in self.metrics[name].compute().items() if key.split("@")[0] in ("recall", "ndcg")}
             rows.append({"policy": name, **online_metrics(episodes, data.num_items), **{f"test_{key}": value for key, value in offline.items()}})
             curves[name], returns[name] = reward_curve(episodes, self.behaviour.max_steps), episodes.rewards.sum(1).cpu()
+        ranks = {name: torch.cat(batches) for name, batches in self.test_ranks.items()}
         for row in rows:
-            row.update(self._versus_supervised(row["policy"], returns))
+            row.update(self._versus_supervised(row["policy"], returns, ranks))
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
         print(f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}")
@@ -106,10 +107,10 @@ class PolicyEvaluation(L.LightningModule):
         if hasattr(logger, "log_image"):
             logger.log_image(key="rl/reward_curves", images=[str(paths["png"])])
 
-    def _versus_supervised(self, name: str, returns: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Return and test NDCG@k of policy `name` over the supervised policy's, with paired SEs."""
+    def _versus_supervised(self, name: str, returns: dict[str, torch.Tensor], ranks: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Return and test NDCG@k of policy `name` over the supervised policy's, with paired SEs
+        (`returns`: each policy's episode returns, `ranks`: its test targets' ranks)."""
         compared = {"return": (returns[name], returns["supervised"])}
-        ranks = {key: torch.cat(value) for key, value in self.test_ranks.items() if key in (name, "supervised")}
         for k in self.hparams.ks:
             compared[f"test_ndcg@{k}"] = (ndcg_of_ranks(ranks[name], k), ndcg_of_ranks(ranks["supervised"], k))
         columns = {}
