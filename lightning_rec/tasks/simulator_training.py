@@ -98,9 +98,9 @@ class SimulatorTraining(L.LightningModule):
             env_of_user = split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed)
         else:
             env_of_user = torch.full((num_users,), BOTH)
+            phase = torch.rand(num_users, generator=torch.Generator().manual_seed(self.hparams.partition_seed))
+            self.register_buffer("event_phase", phase, persistent=False)  # a function of partition_seed
         self.register_buffer("env_of_user", env_of_user)
-        phase = torch.rand(num_users, generator=torch.Generator().manual_seed(self.hparams.partition_seed))
-        self.register_buffer("event_phase", phase, persistent=False)  # a function of partition_seed
         for model, seed in zip(self.response_models, (self.hparams.train_seed, self.hparams.eval_seed)):
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
