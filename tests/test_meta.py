@@ -329,7 +329,7 @@ def attached_environment(groups_source, simulator_path, **kwargs):
 
     dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2], test_ks=[2], val_k=2, num_query=3, support_windows=3, segment_window=6, segment_query=4)
     dm.setup()
-    environment = TaskEnvironment(simulator_path, slate_size=3, **kwargs)
+    environment = TaskEnvironment(simulator_path, **{"slate_size": 3, **kwargs})
     environment.attach(dm.data, dm.split.train_end, dm.assignment, torch.cat([dm.users["val"], dm.users["test"]]))
     return dm, environment
 
@@ -364,6 +364,32 @@ def test_reinforce_loss_raises_the_log_probability_of_slates_with_positive_advan
     torch.testing.assert_close(loop._reinforce(adapted, frozen, None, histories, slates, advantages), expected)
     items = policy.recommender.item_encoder()  # a table computed beforehand gives the same loss
     torch.testing.assert_close(loop._reinforce(adapted, frozen, items, histories, slates, advantages), expected)
+
+
+def test_policy_gradient_on_the_cached_states_matches_encoding_every_history_again(groups_source, simulator_path):
+    """With only the head adapting, rollouts keep the states the policy acted on and the inner
+    REINFORCE steps reuse them; the query loss encodes its histories again in one batch, attached,
+    so the body still gets its meta-gradient. Same episodes, same meta-gradient as the path that
+    encodes every history under vmap."""
+    dm, environment = attached_environment(groups_source, simulator_path, episodes=16, temperature=2.0, slate_size=10)
+    tasks = dm.held_out_segment_tasks()
+    policy = AdaptivePolicy(tiny_recommender(dm.data.num_items, 8, 1, 50), UserHead()).eval()
+    results = []
+    for head_only in (True, False):
+        loop = InnerLoop(policy, policy.adapted_names("head"), 2, 0.5, loss="policy_gradient", environment=environment)
+        loop.head_only = head_only
+        environment.generator.manual_seed(0)
+        environment.simulators["train"].seed(0)
+        results.append(FOMAML().meta_gradient(loop, tasks))
+        items = loop.item_table().detach()
+        episodes = loop._episodes(next(loop.fast_weights(tasks, items=items)), tasks, "train", True, items)
+        assert (episodes.hidden is not None) == head_only
+    (cached, cached_loss), (encoded, encoded_loss) = results
+    assert set(cached) == set(encoded) and "recommender.sequence_encoder.norm.weight" in cached
+    for name in encoded:
+        torch.testing.assert_close(cached[name], encoded[name], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cached_loss, encoded_loss)
+    assert all(cached[name].abs().sum() > 0 for name in ("head.linear.weight", "recommender.sequence_encoder.norm.weight"))
 
 
 def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(groups_source, simulator_path, tmp_path):

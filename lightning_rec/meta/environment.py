@@ -26,6 +26,7 @@ class Episodes:
     slates: torch.Tensor  # LongTensor[T, U, S, K]
     rewards: torch.Tensor  # FloatTensor[T, U, S] (0 once done)
     alive: torch.Tensor  # BoolTensor[T, U, S]: the user was still in the session
+    hidden: torch.Tensor | None = None  # FloatTensor[T, U, S, 1, D]: the states acted on, when the policy keeps them
 
     @property
     def returns(self) -> torch.Tensor:

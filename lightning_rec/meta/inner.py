@@ -7,11 +7,14 @@ environment, a REINFORCE loss on episodes each task's adapted policy plays in th
 
 Every method takes `items`, the item table [N + 1, D] from `item_table()`, computed once for the whole
 batch of tasks; None makes each call compute its own from the parameters it is given (the only way
-when the item table itself adapts).
+when the item table itself adapts). Likewise, when only the head adapts, the recommender's states
+(`AdaptivePolicy.body`) do not depend on the adapted weights: they are computed once per input, in
+one plain batch over all tasks, and every step only runs the head on them (`hidden`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Literal
 
@@ -26,6 +29,11 @@ Params = dict[str, torch.Tensor]
 InnerLoss = Literal["next_item", "policy_gradient"]
 
 
+def _dim(x: torch.Tensor | None) -> int | None:
+    """vmap's in_dim for an optional per-task input."""
+    return None if x is None else 0
+
+
 class InnerLoop:
     """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`, or at the
     policy's learned per-weight rates where it has them (Meta-SGD, `AdaptivePolicy.learn_inner_rates`)."""
@@ -37,6 +45,7 @@ class InnerLoop:
             raise ValueError("the policy-gradient inner loss needs an environment (a simulator checkpoint)")
         self.policy, self.names, self.steps, self.lr = policy, list(names), steps, lr
         self.loss, self.environment = loss, environment
+        self.head_only = all(n.startswith("head.") for n in self.names)
 
     def split(self) -> tuple[Params, Params]:
         """(adapted, frozen) views of the policy's current parameters, still attached to autograd."""
@@ -56,34 +65,58 @@ class InnerLoop:
             return None
         return self.policy.recommender.item_encoder()
 
+    def hidden(self, input: torch.Tensor, items: torch.Tensor | None, inference: bool = False, last: bool = False) -> torch.Tensor | None:
+        """The recommender's states of input [T, B, L] for every task at once (`AdaptivePolicy.body`),
+        attached to autograd where it is on; None when they depend on the adapted weights."""
+        if not self.head_only or items is None:
+            return None
+        return self.policy.body(input, items, inference, last)
+
     # -- losses of one task (vmapped over tasks) ---------------------------------------------------
-    def _call(self, fast: Params, frozen: Params, items: torch.Tensor | None, *args: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.policy, (fast, frozen), args, {"items": items})
+    def _call(self, fast: Params, frozen: Params, items: torch.Tensor | None, *args: torch.Tensor | None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        return functional_call(self.policy, (fast, frozen), args, {"items": items, "hidden": hidden})
 
     def _supervised(self, with_query: bool):
-        def loss(fast, frozen, items, support_input, support_target, query_input, query_target):
-            value = self._call(fast, frozen, items, support_input, support_target)
+        def loss(fast, frozen, items, support_input, support_target, query_input, query_target, support_hidden, query_hidden):
+            value = self._call(fast, frozen, items, support_input, support_target, hidden=support_hidden)
             if with_query:
-                value = value + self._call(fast, frozen, items, query_input, query_target)
+                value = value + self._call(fast, frozen, items, query_input, query_target, hidden=query_hidden)
             return value
 
         return loss
 
-    def _reinforce(self, fast: Params, frozen: Params, items: torch.Tensor | None, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    def _reinforce(self, fast: Params, frozen: Params, items: torch.Tensor | None, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """-sum advantage * log-probability of each shown slate item, per live step [M, ...]."""
-        scores = self._call(fast, frozen, items, histories)
+        scores = self._call(fast, frozen, items, histories, hidden=hidden)
         log_probs = torch.log_softmax(scores / self.environment.temperature, dim=-1).gather(1, slates)
         log_probs = log_probs.masked_fill(slates == 0, 0.0)
         return -(advantages * log_probs.sum(1)).sum() / (advantages != 0).sum().clamp(min=1)
 
     def _episodes(self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None) -> Episodes:
+        """Episodes of every task's policy `fast`, with the states it acted on when they are cached."""
         _, frozen = self.split()
-        act = vmap(lambda f, h: self._call(f, frozen, items, h), randomness="different")
-        return self.environment.play(environment, tasks, lambda histories: act(fast, histories), explore)
+        states = []
 
-    def _reinforce_inputs(self, episodes: Episodes) -> tuple[torch.Tensor, ...]:
+        def act(histories: torch.Tensor) -> torch.Tensor:
+            hidden = self.hidden(histories, items, inference=True, last=True)
+            states.append(hidden)
+            play = vmap(lambda f, h, s: self._call(f, frozen, items, h, hidden=s), in_dims=(0, 0, _dim(hidden)), randomness="different")
+            return play(fast, histories, hidden)
+
+        episodes = self.environment.play(environment, tasks, act, explore)
+        return episodes if not self.head_only or items is None else dataclasses.replace(episodes, hidden=torch.stack(states, 2))
+
+    def _reinforce_inputs(self, episodes: Episodes, items: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """(histories, slates, advantages, hidden) per task, its users' steps flattened. The states
+        the episodes cached are constants; where autograd is on and the body is meta-trained (the
+        query loss), they are computed again, in one batch, attached to it."""
         t, u, s = episodes.alive.shape
-        return (episodes.histories.view(t, u * s, -1), episodes.slates.view(t, u * s, -1), episodes.advantages(self.environment.discount).view(t, u * s))
+        histories = episodes.histories.view(t, u * s, -1)
+        hidden = episodes.hidden
+        if hidden is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.policy.recommender.parameters()):
+            hidden = self.hidden(histories, items, inference=True, last=True)
+        hidden = None if hidden is None else hidden.reshape(t, u * s, *hidden.shape[-2:])
+        return (histories, episodes.slates.view(t, u * s, -1), episodes.advantages(self.environment.discount).view(t, u * s), hidden)
 
     def _in_environment(self, tasks: TaskBatch) -> bool:
         return self.loss == "policy_gradient" and bool((tasks.segment >= 0).all())
@@ -99,15 +132,20 @@ class InnerLoop:
         items = None if items is None else items.detach()
         rates = self.policy.learned_rates()
         fast = {n: p.detach().expand(len(tasks), *p.shape) for n, p in adapted.items()}
-        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, None, 0, 0, 0, 0), randomness="different")
-        reinforce = vmap(grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0), randomness="different")
+        with torch.no_grad():
+            support_hidden = self.hidden(tasks.support_input, items)
+            query_hidden = self.hidden(tasks.query_input, items) if with_query else None
+        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, None, 0, 0, 0, 0, _dim(support_hidden), _dim(query_hidden)), randomness="different")
         yield fast
         for _ in range(self.steps if steps is None else steps):
             current = {n: w.detach() for n, w in fast.items()}
             if self._in_environment(tasks):
-                grads = reinforce(current, frozen, items, *self._reinforce_inputs(self._episodes(current, tasks, "train", True, items)))
+                with torch.no_grad():
+                    inputs = self._reinforce_inputs(self._episodes(current, tasks, "train", True, items), items)
+                reinforce = vmap(grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")
+                grads = reinforce(current, frozen, items, *inputs)
             else:
-                grads = supervised(current, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target)
+                grads = supervised(current, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target, support_hidden, query_hidden)
             fast = {n: fast[n] - rates.get(n, self.lr) * grads[n] for n in fast}
             yield fast
 
@@ -124,15 +162,25 @@ class InnerLoop:
         _, frozen = self.split()
         if self._in_environment(tasks):
             episodes = self._episodes({n: w.detach() for n, w in fast.items()}, tasks, "train", True, None if items is None else items.detach())
-            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0), randomness="different")(fast, frozen, items, *self._reinforce_inputs(episodes))
-        return vmap(self._call, in_dims=(0, None, None, 0, 0), randomness="different")(fast, frozen, items, tasks.query_input, tasks.query_target)
+            inputs = self._reinforce_inputs(episodes, items)
+            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")(fast, frozen, items, *inputs)
+        hidden = self.hidden(tasks.query_input, items)
+        query = vmap(lambda f, i, t, s: self._call(f, frozen, items, i, t, hidden=s), in_dims=(0, 0, 0, _dim(hidden)), randomness="different")
+        return query(fast, tasks.query_input, tasks.query_target, hidden)
 
     @torch.no_grad()
-    def query_scores(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of all items for every query row [T, Q, N + 1], history masked."""
+    def query_hidden(self, tasks: TaskBatch, items: torch.Tensor | None) -> torch.Tensor | None:
+        """The states `query_scores` needs, to compute once for several of its calls (a curve)."""
+        return self.hidden(tasks.query_input, items, inference=True, last=True)
+
+    @torch.no_grad()
+    def query_scores(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of all items for every query row [T, Q, N + 1], history masked; `hidden` from
+        `query_hidden` (computed here when not given)."""
         _, frozen = self.split()
-        scores = vmap(lambda f, i, h: self._call(f, frozen, items, i, None, h), randomness="different")
-        return scores(fast, tasks.query_input, tasks.query_history)
+        hidden = self.query_hidden(tasks, items) if hidden is None else hidden
+        scores = vmap(lambda f, i, h, s: self._call(f, frozen, items, i, None, h, hidden=s), in_dims=(0, 0, 0, _dim(hidden)), randomness="different")
+        return scores(fast, tasks.query_input, tasks.query_history, hidden)
 
     @torch.no_grad()
     def returns(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,7 +23,9 @@ class AdaptivePolicy(nn.Module):
     non-zero targets, divided by their count: rows without targets give 0, not NaN, and no shape
     depends on the data, so it runs under vmap). forward(input, history=...) scores all items for
     the next item, as `SequentialRecommender.score` does, plus the head. Both take the item table
-    `items` when the caller has it already (the inner loop computes it once for a batch of tasks).
+    `items` when the caller has it already (the inner loop computes it once for a batch of tasks),
+    and `hidden`, the recommender's states `body(input)` (before the head), when it has those: with
+    only the head adapting they are the same for every task and inner step.
     """
 
     def __init__(self, recommender: nn.Module, head: StateHead | None = None):
@@ -51,20 +53,30 @@ class AdaptivePolicy(nn.Module):
         """The parameter name of adapted parameter `name`'s learned learning rate."""
         return "inner_rates." + name.replace(".", ":")
 
-    def states(self, input: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        state = self.recommender.encode(input, items)
+    def body(self, input: torch.Tensor, items: torch.Tensor, inference: bool = False, last: bool = False) -> torch.Tensor:
+        """The recommender's states [..., L, D] (`last`: [..., 1, D]) for input [..., L] with any
+        leading dimensions, before the head; `inference` when they are for scoring (forward without
+        a target), whose input the objective may prepare first."""
+        if inference:
+            input = self.recommender.objective.prepare_inference(input.flatten(0, -2)).view(*input.shape[:-1], -1)
+        states = self.recommender.encode(input.flatten(0, -2), items)
+        states = states[:, -1:] if last else states
+        return states.view(*input.shape[:-1], *states.shape[1:])
+
+    def states(self, input: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        state = self.recommender.encode(input, items) if hidden is None else hidden
         return state if self.head is None else self.head(state)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None, items: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
         items = self.recommender.item_encoder() if items is None else items
         if target is not None:
-            states = self.states(input, items)
+            states = self.states(input, items, hidden)
             logits = (states if target.ndim == input.ndim else states[:, -1]) @ items.T
             logits = logits.masked_fill(torch.arange(items.shape[0], device=logits.device) == 0, -math.inf)
             loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=0, reduction="sum")
             return loss / (target != 0).sum().clamp(min=1)
         input = self.recommender.objective.prepare_inference(input)
-        scores = self.states(input, items)[:, -1] @ items.T
+        scores = self.states(input, items, hidden)[:, -1] @ items.T
         empty = (input != 0).sum(1) == 0
         scores = torch.where(empty.unsqueeze(1), self.recommender.popularity.to(scores.dtype), scores)
         scores = scores.masked_fill(torch.arange(items.shape[0], device=scores.device) == 0, -math.inf)

@@ -151,15 +151,17 @@ class MetaPolicyOptimizer(L.LightningModule):
     def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False) -> list[dict[str, torch.Tensor]]:
         """Per inner step 0..steps: NDCG@k of every query row, and (`returns`) the return of each
         episode in the eval simulator. Runs with autograd on even inside Lightning's inference
-        mode (the inner loop needs it). The item table is computed once for the whole curve."""
+        mode (the inner loop needs it). The item table is computed once for the whole curve, and so
+        are the query rows' states when only the head adapts."""
         with torch.inference_mode(False), torch.enable_grad():
             tasks = tasks.apply(torch.clone)
             present = tasks.query_target != 0
             with torch.no_grad():
                 items = loop.item_table()
+            hidden = loop.query_hidden(tasks, items)
             curve = []
             for fast in loop.fast_weights(tasks, steps, items=items):
-                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks, items)[present], tasks.query_target[present], self.hparams.eval_k)}
+                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks, items, hidden)[present], tasks.query_target[present], self.hparams.eval_k)}
                 if returns:
                     point["return"] = loop.returns(fast, tasks, items).flatten()
                 curve.append(point)
