@@ -62,9 +62,9 @@ def main() -> None:
         print(f"{name}: fit {fit:.0f} s, test {test:.0f} s", flush=True)
     result = pd.concat(tables)[["variant", "tasks", "metric", "plain_before", "meta_before", "plain_adapted", "meta_adapted", "meta_vs_plain_adapted", "fit_s", "test_s"]]
     result.to_csv(out / "meta.csv", index=False)
-    from lightning_rec.meta.report import markdown
+    from lightning_rec.rl.report import to_markdown
 
-    (out / "meta.md").write_text(markdown(result))
+    (out / "meta.md").write_text(to_markdown(result) + "\n")
     print(result.to_string(index=False))
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lightning_rec.rl.report import to_markdown
+
 
 def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
     """One row per task set and metric: the value before adaptation and after `steps` inner steps,
@@ -49,20 +51,13 @@ def plot_curves(frame: pd.DataFrame, x: str, y: str, panel: str, line: str, path
     plt.close(fig)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """A GitHub Markdown table, floats to 4 decimals."""
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
-
-
 def publish(logger, directory: Path, tables: dict[str, pd.DataFrame], images: dict[str, Path]) -> None:
     """Write tables as CSV and Markdown under `directory`; send tables and images to W&B when the
     run logs there."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(directory / f"{name}.csv", index=False)
-        (directory / f"{name}.md").write_text(markdown(table))
+        (directory / f"{name}.md").write_text(to_markdown(table) + "\n")
     if type(logger).__name__ == "WandbLogger":
         for name, table in tables.items():
             logger.log_table(key=f"meta/{name}", dataframe=table)
