@@ -24,6 +24,19 @@ def fit_and_test(model, source, epochs: int = 10) -> dict:
     return trainer.test(model, dm, verbose=False)[0]
 
 
+# -- the state after the last position --------------------------------------------------------------
+@pytest.mark.parametrize("encoder", [TransformerEncoder(8, 3, 2, max_len=10, dropout=0.0), TransformerEncoder(8, 2, 2, max_len=10, dropout=0.0, causal=False), GRUEncoder(8, 12, dropout=0.0)], ids=["sasrec", "bert4rec", "gru4rec"])
+def test_the_last_state_is_the_full_encodings_last_position(encoder):
+    """What scoring reads: the transformer computes its final block at the last position only."""
+    torch.manual_seed(0)
+    encoder.eval()
+    x = torch.randn(4, 6, 8)
+    padding = torch.tensor([[True] * k + [False] * (6 - k) for k in (0, 2, 5, 3)])
+    last = encoder.last_state(x, padding)
+    assert last.shape == (4, 1, 8)
+    torch.testing.assert_close(last, encoder(x, padding)[:, -1:], atol=1e-6, rtol=1e-5)
+
+
 # -- GRU4Rec ----------------------------------------------------------------------------------------
 def test_gru_ignores_left_padding_and_the_future():
     torch.manual_seed(0)

@@ -22,3 +22,8 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def last_state(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The state after the last position [B, 1, D], all that scoring the next item needs; an
+        encoder that can skip the other positions' work overrides this."""
+        return self(x, padding)[:, -1:]

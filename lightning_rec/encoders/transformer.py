@@ -18,11 +18,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """Attention output at every position, or (`last`) at the last one only [B, 1, D]."""
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if last:
+            q, allowed = q[:, :, -1:], allowed[:, :, -1:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, length, d))
+        return self.out(y.transpose(1, 2).reshape(b, q.shape[2], d))
 
 
 class TransformerBlock(nn.Module):
@@ -33,8 +36,9 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), allowed))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last: bool = False) -> torch.Tensor:
+        attended = self.attn(self.norm1(x), allowed, last)
+        x = (x[:, -1:] if last else x) + self.drop(attended)
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -66,13 +70,18 @@ class TransformerEncoder(SequenceEncoder):
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, last: bool = False) -> torch.Tensor:
         length = x.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds the encoder's max_len={self.max_len}")
         pos = torch.arange(length - 1, -1, -1, device=x.device)
         x = self.input_drop(x * (self.dim**0.5) + self.positions(pos))
         allowed = attention_mask(padding, self.causal)
-        for block in self.blocks:
-            x = block(x, allowed)
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last=last and i == len(self.blocks) - 1)
         return self.norm(x)
+
+    def last_state(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The final block attends from the last position alone and runs its feed-forward there
+        only: the lower blocks still need every position (the last one attends to them)."""
+        return self(x, padding, last=True)

@@ -59,8 +59,7 @@ class AdaptivePolicy(nn.Module):
         a target), whose input the objective may prepare first."""
         if inference:
             input = self.recommender.objective.prepare_inference(input.flatten(0, -2)).view(*input.shape[:-1], -1)
-        states = self.recommender.encode(input.flatten(0, -2), items)
-        states = states[:, -1:] if last else states
+        states = self.recommender.encode(input.flatten(0, -2), items, last)
         return states.view(*input.shape[:-1], *states.shape[1:])
 
     def states(self, input: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,6 +75,7 @@ class AdaptivePolicy(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=0, reduction="sum")
             return loss / (target != 0).sum().clamp(min=1)
         input = self.recommender.objective.prepare_inference(input)
+        hidden = self.recommender.encode(input, items, last=True) if hidden is None else hidden
         scores = self.states(input, items, hidden)[:, -1] @ items.T
         empty = (input != 0).sum(1) == 0
         scores = torch.where(empty.unsqueeze(1), self.recommender.popularity.to(scores.dtype), scores)

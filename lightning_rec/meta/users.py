@@ -21,7 +21,7 @@ def encoder_states(recommender, data: SequenceData, train_end: torch.Tensor, max
     states = []
     for chunk in users.split(batch_size):
         window = gather_windows(data.items, starts[chunk], starts[chunk] + train_end[chunk], max_len)
-        states.append(recommender.encode(window.to(recommender.device))[:, -1].cpu())
+        states.append(recommender.encode(window.to(recommender.device), last=True)[:, -1].cpu())
     recommender.train(was_training)
     return torch.cat(states)
 

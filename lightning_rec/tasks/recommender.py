@@ -122,12 +122,14 @@ class SequentialRecommender(RankingRecommender):
         super().build(catalog)
 
     # -- the model ---------------------------------------------------------------------------------
-    def encode(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D]."""
+    def encode(self, input: torch.Tensor, items: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
+        """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D], or (`last`)
+        after the last position only [B, 1, D], cheaper where the encoder can skip the others."""
+        encoder = self.sequence_encoder.last_state if last else self.sequence_encoder
         if self.sequence_encoder.reads_item_ids:  # a language model over the items' text
-            return self.sequence_encoder(input, input == 0)
+            return encoder(input, input == 0)
         items = self.item_encoder() if items is None else items
-        return self.sequence_encoder(items[input], input == 0)
+        return encoder(items[input], input == 0)
 
     def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of all items [B, N + 1] for the next item after each input sequence.
@@ -137,7 +139,7 @@ class SequentialRecommender(RankingRecommender):
         """
         items = self.item_encoder()
         input = self.objective.prepare_inference(input)
-        scores = self.encode(input, items)[:, -1] @ items.T
+        scores = self.encode(input, items, last=True)[:, -1] @ items.T
         empty = (input != 0).sum(1) == 0
         scores = torch.where(empty.unsqueeze(1), self.popularity.to(scores.dtype), scores)
         scores[:, 0] = float("-inf")
