@@ -104,7 +104,7 @@ class InnerLoop:
             return play(fast, histories, hidden)
 
         episodes = self.environment.play(environment, tasks, act, explore)
-        return episodes if not self.head_only or items is None else dataclasses.replace(episodes, hidden=torch.stack(states, 2))
+        return episodes if states[0] is None else dataclasses.replace(episodes, hidden=torch.stack(states, 2))
 
     def _reinforce_inputs(self, episodes: Episodes, items: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         """(histories, slates, advantages, hidden) per task, its users' steps flattened. The states
