@@ -428,6 +428,11 @@ def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "lightning_rec.tasks.meta.MetaPolicyOptimizer" in printed and "encoder_checkpoint: pre.ckpt" in printed
     assert "lightning_rec.meta.environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
+    with pytest.raises(SystemExit):  # the policy-gradient add-on, its run folder in every path that names one
+        main(["fit", "-c", "configs/meta-ml-latest-small.yaml", "-c", "configs/meta-env-ml-latest-small.yaml", "-c", "configs/meta-pg-ml-latest-small.yaml", "--print_config"])
+    printed = capsys.readouterr().out
+    assert "inner_loss: policy_gradient" in printed and "meta_parameters: adapted" in printed and "segment_tasks_per_epoch: 1000" in printed
+    assert "save_dir: outputs/meta-pg-ml-latest-small" in printed and "dirpath: outputs/meta-pg-ml-latest-small/checkpoints" in printed
 
 
 def pretrained_checkpoint(groups_source, tmp_path) -> tuple[SequentialRecommender, str]:
