@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from lightning_rec.cli import main
@@ -51,7 +52,9 @@ trainer:
     init_args: {{save_dir: {out}, name: csv}}
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{monitor: val/ndcg@10, mode: max, save_last: true, filename: best}}
+      init_args: {{monitor: val/ndcg@10, mode: max, filename: best}}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{filename: last, save_top_k: 1, enable_version_counter: false}}
     - class_path: lightning_rec.recommend.RecommendationWriter
       init_args: {{path: {out}/recommendations.csv}}
 """
@@ -85,6 +88,8 @@ def test_fit_writes_best_and_last_checkpoints_and_test_uses_them(trained):
     checkpoints = {p.name for p in out.glob("csv/version_*/checkpoints/*.ckpt")}
     assert checkpoints == {"best.ckpt", "last.ckpt"}
     best = next(out.glob("csv/version_*/checkpoints/best.ckpt"))
+    last = torch.load(best.with_name("last.ckpt"), map_location="cpu", weights_only=False)
+    assert last["epoch"] == 19  # the final epoch's weights, whether or not it validated best
     main(["test", "-c", config, "--ckpt_path", str(best)])
     assert logged(out, "test/ndcg@10")[-1] > 0.6  # chance is about 0.1 on this item chain
     assert max(logged(out, "val/ndcg@10")) > 0.6
