@@ -15,25 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import lightning as L
 import torch
 
+from timing import Timer
+
 from lightning_rec.cli import RecommenderCLI, use_wandb_offline_without_key
 
 RECIPES = ["-c", "configs/meta-ml-latest-small.yaml", "-c", "configs/meta-env-ml-latest-small.yaml"]
-
-
-class Timer(L.Callback):
-    def __init__(self):
-        self.seconds: list[float] = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 class EncodeEveryHistory(L.Callback):

@@ -19,6 +19,8 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from timing import Timer
+
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.memory import keep_freed_memory
 from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
@@ -35,17 +37,6 @@ class FixedEpisodes(LoggedDataModule):
     def train_dataloader(self):
         batch = {"user": self.users, "end": self.split.train_end[self.users]}
         return DataLoader([batch] * self.updates, batch_size=None, collate_fn=keep_batch)
-
-
-class Timer(L.Callback):
-    def __init__(self):
-        self.seconds: list[float] = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def main() -> None:
