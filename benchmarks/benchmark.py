@@ -75,8 +75,19 @@ def run_ours(config: str, workdir: Path, extra: list[str]) -> tuple[dict, object
     from lightning_rec.cli import RecommenderCLI
 
     cli = RecommenderCLI(
-        args=["-c", config, "-c", str(ROOT / "configs/logger/csv.yaml"), "--trainer.default_root_dir", str(workdir),
-              "--trainer.logger.init_args.save_dir", str(workdir), "--trainer.enable_progress_bar", "false", *extra],
+        args=[
+            "-c",
+            config,
+            "-c",
+            str(ROOT / "configs/logger/csv.yaml"),
+            "--trainer.default_root_dir",
+            str(workdir),
+            "--trainer.logger.init_args.save_dir",
+            str(workdir),
+            "--trainer.enable_progress_bar",
+            "false",
+            *extra,
+        ],
         run=False,
     )
     curve = ValidationCurve()
@@ -100,8 +111,19 @@ def run_ours(config: str, workdir: Path, extra: list[str]) -> tuple[dict, object
 
 
 def run_recbole(tsv: Path, out: Path, epochs: int, max_seconds: float | None) -> dict:
-    command = [str(RECBOLE_PYTHON), str(ROOT / "benchmarks/recbole_sasrec.py"), "--inter", str(tsv), "--out", str(out),
-               "--protocol", "masked", "--epochs", str(epochs), "--quiet"]
+    command = [
+        str(RECBOLE_PYTHON),
+        str(ROOT / "benchmarks/recbole_sasrec.py"),
+        "--inter",
+        str(tsv),
+        "--out",
+        str(out),
+        "--protocol",
+        "masked",
+        "--epochs",
+        str(epochs),
+        "--quiet",
+    ]
     if max_seconds:
         command += ["--max-train-seconds", str(max_seconds)]
     subprocess.run(command, check=True, env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
@@ -115,7 +137,9 @@ def first_time_reaching(curve: list, target: float) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs/sasrec-ml-latest-small.yaml"))
-    parser.add_argument("--recbole", action="store_true", help="also run RecBole's SASRec (needs benchmarks/setup_recbole.sh)")
+    parser.add_argument(
+        "--recbole", action="store_true", help="also run RecBole's SASRec (needs benchmarks/setup_recbole.sh)"
+    )
     parser.add_argument("--recbole-epochs", type=int, default=200)
     parser.add_argument("--recbole-max-seconds", type=float, default=None, help="stop RecBole after this much training")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/sasrec-ml-latest-small.json"))
@@ -124,7 +148,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         ours, datamodule = run_ours(args.config, workdir, extra)
-        report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": torch.get_num_threads(), "ours": ours}
+        report = {
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "threads": torch.get_num_threads(),
+            "ours": ours,
+        }
         if args.recbole:
             if not RECBOLE_PYTHON.exists():
                 sys.exit(f"{RECBOLE_PYTHON} not found: run `bash benchmarks/setup_recbole.sh` first")
@@ -134,18 +162,43 @@ def main() -> None:
             target = recbole["best_valid_ndcg@10"]
             ours_time = first_time_reaching(ours["valid_curve"], target)
             recbole_time = first_time_reaching(recbole["valid_curve"], target)
-            report["recbole"] = {k: recbole[k] for k in ("test", "best_valid_ndcg@10", "best_epoch", "train_seconds", "epochs_run", "stopped_by", "valid_curve", "data")}
+            report["recbole"] = {
+                k: recbole[k]
+                for k in (
+                    "test",
+                    "best_valid_ndcg@10",
+                    "best_epoch",
+                    "train_seconds",
+                    "epochs_run",
+                    "stopped_by",
+                    "valid_curve",
+                    "data",
+                )
+            }
             report["ratios"] = {
                 "test_ndcg@10": ours["test"]["ndcg@10"] / recbole["test"]["ndcg@10"],
                 "test_recall@10": ours["test"]["recall@10"] / recbole["test"]["recall@10"],
-                "seconds_to_recbole_best_valid_ndcg@10": {"ours": ours_time, "recbole": recbole_time,
-                                                          "ours/recbole": ours_time / recbole_time if ours_time else None},
+                "seconds_to_recbole_best_valid_ndcg@10": {
+                    "ours": ours_time,
+                    "recbole": recbole_time,
+                    "ours/recbole": ours_time / recbole_time if ours_time else None,
+                },
             }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     summary = {k: report[k] for k in ("ratios",) if k in report}
-    print(json.dumps({"ours": {k: ours[k] for k in ("test", "train_seconds", "seconds_per_epoch", "evaluate_all_users_seconds")}, **summary}, indent=2))
+    print(
+        json.dumps(
+            {
+                "ours": {
+                    k: ours[k] for k in ("test", "train_seconds", "seconds_per_epoch", "evaluate_all_users_seconds")
+                },
+                **summary,
+            },
+            indent=2,
+        )
+    )
     print(f"written {out}")
 
 

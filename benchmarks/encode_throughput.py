@@ -23,7 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 from lightning_rec.data import SequenceDataModule
 from lightning_rec.data.item_text import DEFAULT_TEMPLATE, render_item_texts
 from lightning_rec.encoders.plm import DEFAULT_MODEL, resolve_model_path
-from lightning_rec.tasks.text_encoding import ItemTextEncoder
+from lightning_rec.stages.text_encoding import ItemTextEncoder
 
 
 def bare_loop(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> float:
@@ -31,7 +31,9 @@ def bare_loop(model, tokenizer, texts: list[str], batch_size: int, max_length: i
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            encoded = tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             hidden = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).float()
             (hidden * mask).sum(1) / mask.sum(1)
@@ -41,7 +43,9 @@ def bare_loop(model, tokenizer, texts: list[str], batch_size: int, max_length: i
 def encode_stage(data: SequenceDataModule, output: Path, model_name: str, batch_size: int, max_length: int) -> float:
     """Seconds for the whole encode stage through Lightning."""
     module = ItemTextEncoder(str(output), model_name, batch_size=batch_size, max_length=max_length)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
+    )
     start = time.perf_counter()
     trainer.predict(module, datamodule=data, return_predictions=False)
     return time.perf_counter() - start
@@ -66,7 +70,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             bare.append(bare_loop(model, tokenizer, texts, args.batch_size, args.max_length))
-            stage.append(encode_stage(data, Path(tmp) / f"run{r}.safetensors", args.model, args.batch_size, args.max_length))
+            stage.append(
+                encode_stage(data, Path(tmp) / f"run{r}.safetensors", args.model, args.batch_size, args.max_length)
+            )
             print(f"repeat {r}: bare {bare[-1]:.2f}s, encode stage {stage[-1]:.2f}s")
         cached = encode_stage(data, Path(tmp) / "run0.safetensors", args.model, args.batch_size, args.max_length)
 

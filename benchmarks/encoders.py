@@ -31,7 +31,10 @@ MODELS = {  # name: (model YAML, item encoder, sequence encoder)
     "bert4rec-id": ("configs/model/bert4rec.yaml", "id", "BERT4Rec"),
     "gru4rec-id": ("configs/model/gru4rec.yaml", "id", "GRU4Rec"),
 }
-BASELINES = {"popularity": "lightning_rec.tasks.baselines.PopularityRecommender", "random": "lightning_rec.tasks.baselines.RandomRecommender"}
+BASELINES = {
+    "popularity": "lightning_rec.stages.baselines.PopularityRecommender",
+    "random": "lightning_rec.stages.baselines.RandomRecommender",
+}
 KEYS = ["test/ndcg@10", "test/recall@10", "test_cold/ndcg@10", "test_cold/recall@10"]
 
 
@@ -52,14 +55,29 @@ def run_model(name: str, cold: float, args) -> dict:
     config, item, sequence = MODELS[name]
     root = ROOT / args.workdir / f"{name}-cold{cold}"
     cli = RecommenderCLI(
-        args=["-c", DATA, "-c", config, "-c", "configs/trainer/cpu.yaml", *common_args(root, cold, args), f"--trainer.max_epochs={args.epochs}"],
+        args=[
+            "-c",
+            DATA,
+            "-c",
+            config,
+            "-c",
+            "configs/trainer/cpu.yaml",
+            *common_args(root, cold, args),
+            f"--trainer.max_epochs={args.epochs}",
+        ],
         run=False,
     )
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
     (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
-    return {"model": name, "item_encoder": item, "sequence_encoder": sequence, "train_seconds": round(seconds, 1), **pick(result)}
+    return {
+        "model": name,
+        "item_encoder": item,
+        "sequence_encoder": sequence,
+        "train_seconds": round(seconds, 1),
+        **pick(result),
+    }
 
 
 def run_baseline(name: str, cold: float, args) -> dict:

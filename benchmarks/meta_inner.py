@@ -18,7 +18,6 @@ import statistics
 
 import lightning as L
 import torch
-
 from timing import Timer
 
 from lightning_rec.cli import RecommenderCLI, use_wandb_offline_without_key
@@ -39,7 +38,16 @@ def meta_steps(overrides: list[str], steps: int, peer: bool) -> list[float]:
     cli = RecommenderCLI(args=[*RECIPES, *overrides], run=False)
     timer = Timer()
     callbacks = [timer, EncodeEveryHistory()] if peer else [timer]
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False, callbacks=callbacks)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+    )
     trainer.fit(cli.model, cli.datamodule)
     return timer.seconds
 
@@ -52,11 +60,21 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     torch.set_num_threads(args.threads)
     use_wandb_offline_without_key()
-    overrides = ["--data.init_args.segment_tasks_per_epoch", str(args.segment_tasks), "--model.init_args.inner_loss", "policy_gradient", *overrides]
+    overrides = [
+        "--data.init_args.segment_tasks_per_epoch",
+        str(args.segment_tasks),
+        "--model.init_args.inner_loss",
+        "policy_gradient",
+        *overrides,
+    ]
     cached = meta_steps(overrides, args.steps, peer=False)
     encoded = meta_steps(overrides, args.steps, peer=True)
-    print(f"seconds per meta-step, cached states: {[round(s, 1) for s in cached]}, median {statistics.median(cached):.1f}")
-    print(f"seconds per meta-step, every history encoded again: {[round(s, 1) for s in encoded]}, median {statistics.median(encoded):.1f}")
+    print(
+        f"seconds per meta-step, cached states: {[round(s, 1) for s in cached]}, median {statistics.median(cached):.1f}"
+    )
+    print(
+        f"seconds per meta-step, every history encoded again: {[round(s, 1) for s in encoded]}, median {statistics.median(encoded):.1f}"
+    )
     print(f"speed-up: {statistics.median(encoded) / statistics.median(cached):.2f}x")
 
 

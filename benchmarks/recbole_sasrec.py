@@ -68,9 +68,8 @@ warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*"
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
 import recbole  # noqa: E402
+import torch  # noqa: E402
 from recbole.config import Config  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.model.sequential_recommender import SASRec  # noqa: E402
@@ -100,9 +99,7 @@ def read_inter_tsv(path: Path) -> pd.DataFrame:
     with path.open() as fh:
         header = fh.readline().rstrip("\r\n").split("\t")
     if header != ["user", "item", "timestamp"]:
-        raise BadInput(
-            f"{path}: header must be 'user<TAB>item<TAB>timestamp', got {header!r}"
-        )
+        raise BadInput(f"{path}: header must be 'user<TAB>item<TAB>timestamp', got {header!r}")
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     if df.empty:
         raise BadInput(f"{path}: no interactions after the header")
@@ -111,10 +108,7 @@ def read_inter_tsv(path: Path) -> pd.DataFrame:
         bad = num.isna() | (num != num.round())
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise BadInput(
-                f"{path}: line {row + 2}, column {col!r}: "
-                f"expected an integer, got {df[col].iloc[row]!r}"
-            )
+            raise BadInput(f"{path}: line {row + 2}, column {col!r}: expected an integer, got {df[col].iloc[row]!r}")
         df[col] = num.astype(np.int64)
     dup = df.duplicated(["user", "timestamp"])
     if dup.any():
@@ -172,8 +166,7 @@ class TimedTrainer(Trainer):
     """RecBole's Trainer, plus a per-epoch record (time since fit started, validation
     metrics) and our masked/pessimistic metrics computed beside RecBole's own."""
 
-    def __init__(self, config, model, hist_items, hist_stamps, protocol,
-                 max_train_seconds=None):
+    def __init__(self, config, model, hist_items, hist_stamps, protocol, max_train_seconds=None):
         super().__init__(config, model)
         self.max_train_seconds = max_train_seconds
         self.stopped_by = None
@@ -207,17 +200,13 @@ class TimedTrainer(Trainer):
         return torch.where(torch.isnan(t), torch.full_like(rank, s.shape[1] + K), rank)
 
     def _full_sort_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
-            batched_data
-        )
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self._acc is not None:
             rank = self._masked_ranks(interaction, scores)
             hit = rank < K
             self._acc["n"] += len(rank)
             self._acc["recall"] += hit.sum().item()
-            self._acc["ndcg"] += (
-                torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0).sum().item()
-            )
+            self._acc["ndcg"] += torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0).sum().item()
         return interaction, scores, positive_u, positive_i
 
     def evaluate_both(self, eval_data, **kw) -> dict:
@@ -238,8 +227,7 @@ class TimedTrainer(Trainer):
         }
 
     # -- hooks into RecBole's fit loop --------------------------------------------
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True,
-            show_progress=False, callback_fn=None):
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, timed, and stopped after the epoch that passes
         ``max_train_seconds`` (RecBole calls ``callback_fn`` after it has saved the
         epoch's checkpoint, so the best model so far is kept)."""
@@ -247,10 +235,7 @@ class TimedTrainer(Trainer):
         def after_epoch(epoch_idx, valid_score):
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
-            if (
-                self.max_train_seconds is not None
-                and time.perf_counter() - self._t0 >= self.max_train_seconds
-            ):
+            if self.max_train_seconds is not None and time.perf_counter() - self._t0 >= self.max_train_seconds:
                 raise _OutOfTime
 
         self._t0 = time.perf_counter()
@@ -258,8 +243,12 @@ class TimedTrainer(Trainer):
         self.stopped_by = None
         try:
             out = super().fit(
-                train_data, valid_data, verbose=verbose, saved=saved,
-                show_progress=show_progress, callback_fn=after_epoch,
+                train_data,
+                valid_data,
+                verbose=verbose,
+                saved=saved,
+                show_progress=show_progress,
+                callback_fn=after_epoch,
             )
         except _OutOfTime:
             self.stopped_by = "time budget"
@@ -270,9 +259,7 @@ class TimedTrainer(Trainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         start = time.perf_counter()
-        res = self.evaluate_both(
-            valid_data, load_best_model=False, show_progress=show_progress
-        )
+        res = self.evaluate_both(valid_data, load_best_model=False, show_progress=show_progress)
         end = time.perf_counter()
         self._eval_seconds += end - start
         self.records.append(
@@ -422,9 +409,7 @@ def run(args, df: pd.DataFrame, tmp: Path) -> dict:
 
     init_seed(config["seed"], config["reproducibility"])
     model = SASRec(config, train_data._dataset).to(config["device"])
-    trainer = TimedTrainer(
-        config, model, hist_items, hist_stamps, args.protocol, args.max_train_seconds
-    )
+    trainer = TimedTrainer(config, model, hist_items, hist_stamps, args.protocol, args.max_train_seconds)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=not args.quiet)
     train_seconds = time.perf_counter() - trainer._t0
 
@@ -446,12 +431,32 @@ def run(args, df: pd.DataFrame, tmp: Path) -> dict:
         }
 
     keys = [
-        "n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob",
-        "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range",
-        "loss_type", "learner", "learning_rate", "weight_decay", "train_batch_size",
-        "eval_batch_size", "epochs", "stopping_step", "MAX_ITEM_LIST_LENGTH", "eval_args",
-        "metrics", "topk", "valid_metric", "seed", "train_neg_sample_args",
-        "user_inter_num_interval", "item_inter_num_interval",
+        "n_layers",
+        "n_heads",
+        "hidden_size",
+        "inner_size",
+        "hidden_dropout_prob",
+        "attn_dropout_prob",
+        "hidden_act",
+        "layer_norm_eps",
+        "initializer_range",
+        "loss_type",
+        "learner",
+        "learning_rate",
+        "weight_decay",
+        "train_batch_size",
+        "eval_batch_size",
+        "epochs",
+        "stopping_step",
+        "MAX_ITEM_LIST_LENGTH",
+        "eval_args",
+        "metrics",
+        "topk",
+        "valid_metric",
+        "seed",
+        "train_neg_sample_args",
+        "user_inter_num_interval",
+        "item_inter_num_interval",
     ]
     cfg = {k: config[k] for k in keys}
     cfg.update(

@@ -17,14 +17,13 @@ import time
 import lightning as L
 import torch
 import yaml
-from torch.utils.data import DataLoader
-
 from timing import Timer
+from torch.utils.data import DataLoader
 
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.memory import keep_freed_memory
 from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
-from lightning_rec.tasks.policy import PolicyFineTuner
+from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
 
 class FixedEpisodes(LoggedDataModule):
@@ -48,7 +47,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--return-freed-memory", action="store_true", help="glibc's default: without the CLI's keep_freed_memory()")
+    parser.add_argument(
+        "--return-freed-memory", action="store_true", help="glibc's default: without the CLI's keep_freed_memory()"
+    )
     args = parser.parse_args()
     if not args.return_freed_memory:
         keep_freed_memory()
@@ -56,15 +57,29 @@ def main() -> None:
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
     ppo = PPO(**recipe["algorithm"]["init_args"])
     behaviour = UserBehaviour(max_steps=args.steps, initial_patience=float("inf"))
-    tuner = PolicyFineTuner(args.pretrained, args.simulator, ppo, behaviour, slate_size=recipe["slate_size"], context_len=50 - args.steps, temperature=recipe.get("temperature", 1.0))
-    from lightning_rec.tasks.simulator_training import SimulatorTraining
+    tuner = PolicyFineTuner(
+        args.pretrained,
+        args.simulator,
+        ppo,
+        behaviour,
+        slate_size=recipe["slate_size"],
+        context_len=50 - args.steps,
+        temperature=recipe.get("temperature", 1.0),
+    )
+    from lightning_rec.stages.simulation import SimulatorTraining
 
     train_users = SimulatorTraining.load_from_checkpoint(args.simulator, weights_only=False).users_of("train")
     users = train_users[torch.randint(len(train_users), (args.users,), generator=torch.Generator().manual_seed(0))]
     timer = Timer()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
     )
     trainer.fit(tuner, FixedEpisodes(users, args.updates, max_len=50))
     agent = RecommenderAgent(tuner.recommender.eval(), tuner.hparams.context_len, args.steps)

@@ -23,10 +23,18 @@ import yaml
 
 from lightning_rec.data.sources import MovieLensLatestSmall
 from lightning_rec.memory import keep_freed_memory
-from lightning_rec.rl import LoggedDataModule, RecommenderAgent, ResponseModel, SlateAgent, UserBehaviour, UserSimulator, rollout
-from lightning_rec.rl.report import online_metrics
-from lightning_rec.tasks.policy import load_recommender
-from lightning_rec.tasks.simulator_training import SimulatorTraining
+from lightning_rec.rl import (
+    LoggedDataModule,
+    RecommenderAgent,
+    ResponseModel,
+    SlateAgent,
+    UserBehaviour,
+    UserSimulator,
+    rollout,
+)
+from lightning_rec.rl.tables import online_metrics
+from lightning_rec.stages.fine_tuning import load_recommender
+from lightning_rec.stages.simulation import SimulatorTraining
 
 
 class SimulatorModelAgent(SlateAgent):
@@ -54,8 +62,14 @@ def main() -> None:
     parser.add_argument("--simulator", default="outputs/simulator-ml-latest-small/checkpoints/best.ckpt")
     parser.add_argument("--supervised", default="outputs/sasrec-ml-latest-small/checkpoints/best.ckpt")
     parser.add_argument("--policy", action="append", default=[], help="name=checkpoint of an RL policy (repeatable)")
-    parser.add_argument("--config", default="configs/rl-evaluation-ml-latest-small.yaml", help="behaviour, slate size, context and episodes are read from it")
-    parser.add_argument("--environment", choices=("eval", "train"), default="eval", help="the environment the agents play in")
+    parser.add_argument(
+        "--config",
+        default="configs/rl-evaluation-ml-latest-small.yaml",
+        help="behaviour, slate size, context and episodes are read from it",
+    )
+    parser.add_argument(
+        "--environment", choices=("eval", "train"), default="eval", help="the environment the agents play in"
+    )
     parser.add_argument("--episodes", type=int, help="episodes per user (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -72,7 +86,8 @@ def main() -> None:
     users = env.users.repeat(episodes_per_user)
     recommenders = {"supervised": args.supervised, **dict(policy.split("=", 1) for policy in args.policy)}
     agents: dict[str, SlateAgent] = {
-        name: RecommenderAgent(load_recommender(path).eval(), recipe["context_len"], behaviour.max_steps) for name, path in recommenders.items()
+        name: RecommenderAgent(load_recommender(path).eval(), recipe["context_len"], behaviour.max_steps)
+        for name, path in recommenders.items()
     }
     for source in ("eval", "train"):
         model = simulation.response_model(source).eval()  # no dropout in the scores
@@ -86,7 +101,9 @@ def main() -> None:
         rows.append({"agent": name, **online_metrics(episodes, data.data.num_items)})
     table = pd.DataFrame(rows)
     table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
-    print(f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, greedy slates of {recipe['slate_size']}")
+    print(
+        f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, greedy slates of {recipe['slate_size']}"
+    )
     print(table.drop(columns="coverage").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 

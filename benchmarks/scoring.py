@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from lightning_rec.tasks.recommender import SequentialRecommender
+from lightning_rec.stages.pretraining import SequentialRecommender
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -45,9 +45,18 @@ def main() -> None:
         items = model.item_encoder()
         every = median_seconds(lambda: model.encode(histories, items)[:, -1], args.repeats)
         last = median_seconds(lambda: model.encode(histories, items, last=True)[:, -1], args.repeats)
-        gap = (model.encode(histories, items)[:, -1] - model.encode(histories, items, last=True)[:, -1]).abs().max().item()
-    print(f"{type(model.sequence_encoder).__name__}, {args.batch} histories of {length} items, {args.threads} thread(s)")
-    print(f"every position: {every * 1000:.1f} ms, last position: {last * 1000:.1f} ms, speed-up {every / last:.2f}x, largest difference {gap:.1e}")
+        gap = (
+            (model.encode(histories, items)[:, -1] - model.encode(histories, items, last=True)[:, -1])
+            .abs()
+            .max()
+            .item()
+        )
+    print(
+        f"{type(model.sequence_encoder).__name__}, {args.batch} histories of {length} items, {args.threads} thread(s)"
+    )
+    print(
+        f"every position: {every * 1000:.1f} ms, last position: {last * 1000:.1f} ms, speed-up {every / last:.2f}x, largest difference {gap:.1e}"
+    )
 
 
 if __name__ == "__main__":

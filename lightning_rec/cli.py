@@ -29,7 +29,9 @@ class RecommenderCLI(LightningCLI):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(L.LightningModule, SequenceDataModule, *args, subclass_mode_model=True, subclass_mode_data=True, **kwargs)
+        super().__init__(
+            L.LightningModule, SequenceDataModule, *args, subclass_mode_model=True, subclass_mode_data=True, **kwargs
+        )
 
 
 def main(args: list[str] | None = None) -> None:

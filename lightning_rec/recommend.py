@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
-
 def recommendations_frame(datamodule, users: torch.Tensor, items: torch.Tensor, scores: torch.Tensor) -> pd.DataFrame:
     """Long format: one row per (user, rank) with original ids and titles."""
     k = items.shape[1]
@@ -52,7 +51,11 @@ class RecommendationWriter(BasePredictionWriter):
             torch.cat([b["items"] for b in batches]),
             torch.cat([b["scores"] for b in batches]),
         )
-        path = self.path if trainer.world_size == 1 else self.path.with_name(f"{self.path.stem}.rank{trainer.global_rank}{self.path.suffix}")
+        path = (
+            self.path
+            if trainer.world_size == 1
+            else self.path.with_name(f"{self.path.stem}.rank{trainer.global_rank}{self.path.suffix}")
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if path.suffix == ".csv":

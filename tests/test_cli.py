@@ -26,7 +26,7 @@ data:
     batch_size: 32
     cache_dir: null
 model:
-  class_path: lightning_rec.tasks.SequentialRecommender
+  class_path: lightning_rec.stages.SequentialRecommender
   init_args:
     item_encoder:
       class_path: lightning_rec.encoders.IDItemEncoder

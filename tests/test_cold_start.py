@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from tiny_plm import save_tiny_bert
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.data.sources import InteractionFile
@@ -16,10 +17,9 @@ from lightning_rec.data.splits import draw_cold_items
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.encoders.text_item import HybridItemEncoder, TextItemEncoder
 from lightning_rec.metrics import ranking_metrics
-from lightning_rec.tasks import SequentialRecommender
-from lightning_rec.tasks.baselines import PopularityRecommender, RandomRecommender
-from lightning_rec.tasks.text_encoding import ItemTextEncoder
-from trainers import quiet_trainer
+from lightning_rec.stages import SequentialRecommender
+from lightning_rec.stages.baselines import PopularityRecommender, RandomRecommender
+from lightning_rec.stages.text_encoding import ItemTextEncoder
 
 GENRES = ["alpha", "bravo", "charlie", "delta"]
 
@@ -42,7 +42,9 @@ def genre_source(tmp_path_factory) -> InteractionFile:
 
 
 def datamodule(source, fraction: float = 0.25) -> SequenceDataModule:
-    return SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None, cold_item_fraction=fraction, cold_item_seed=1)
+    return SequenceDataModule(
+        source, max_len=8, batch_size=32, cache_dir=None, cold_item_fraction=fraction, cold_item_seed=1
+    )
 
 
 def trainer(epochs: int = 0) -> L.Trainer:
@@ -52,7 +54,9 @@ def trainer(epochs: int = 0) -> L.Trainer:
 def test_cold_items_are_a_seeded_share_and_never_padding():
     cold = draw_cold_items(200, 0.1, seed=3)
     assert cold.shape == (201,) and int(cold.sum()) == 20 and not cold[0]
-    assert torch.equal(cold, draw_cold_items(200, 0.1, seed=3)) and not torch.equal(cold, draw_cold_items(200, 0.1, seed=4))
+    assert torch.equal(cold, draw_cold_items(200, 0.1, seed=3)) and not torch.equal(
+        cold, draw_cold_items(200, 0.1, seed=4)
+    )
     with pytest.raises(ValueError, match="cold_item_fraction"):
         draw_cold_items(10, 1.0)
 
@@ -67,7 +71,10 @@ def test_cold_items_leave_training_entirely_and_evaluation_untouched(genre_sourc
     counts, warm_counts = cold_dm.train_item_counts(), warm.train_item_counts()
     assert torch.all(counts[cold] == 0) and torch.equal(counts[~cold], warm_counts[~cold])
     assert (warm_counts[cold] > 0).any()
-    for a, b in [(warm.test_dataloader(), cold_dm.test_dataloader()), (warm.val_dataloader(), cold_dm.val_dataloader())]:
+    for a, b in [
+        (warm.test_dataloader(), cold_dm.test_dataloader()),
+        (warm.val_dataloader(), cold_dm.val_dataloader()),
+    ]:
         assert torch.equal(a.dataset.users, b.dataset.users) and torch.equal(a.dataset.positions, b.dataset.positions)
 
 
@@ -126,7 +133,9 @@ def test_text_and_hybrid_rank_cold_items_that_ids_cannot(genre_source, tmp_path_
         "hybrid": HybridItemEncoder(cache, 32, num_experts=2, dropout=0.0, init_std=0.2),
     }.items():
         L.seed_everything(0)
-        model = SequentialRecommender(items, TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), lr=5e-3, warmup_steps=5)
+        model = SequentialRecommender(
+            items, TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), lr=5e-3, warmup_steps=5
+        )
         fit = trainer(epochs=8)
         fit.fit(model, dm)
         (results[name],) = fit.test(model, dm, verbose=False)

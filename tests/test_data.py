@@ -32,7 +32,9 @@ def test_sequences_are_chronological_with_stable_ties_and_remapped_ids():
 def test_rating_threshold_dedup_and_k_core():
     rows = [("a", 1, 1, 5.0), ("a", 2, 2, 1.0), ("a", 1, 3, 5.0), ("a", 3, 4, 4.0), ("a", 4, 5, 5.0)]
     rows += [("b", 3, 1, 4.0), ("b", 4, 2, 5.0), ("c", 4, 1, 5.0), ("c", 5, 2, 5.0)]
-    data = build_sequences(raw(rows), PreprocessOptions(min_rating=4.0, deduplicate=True, min_user_interactions=2, min_item_interactions=2))
+    data = build_sequences(
+        raw(rows), PreprocessOptions(min_rating=4.0, deduplicate=True, min_user_interactions=2, min_item_interactions=2)
+    )
     # rating >= 4 drops (a,2); dedup drops a's second 1; 2-core drops items 1 and 5, then user c (one event left)
     histories = {u: [data.item_ids[i - 1] for i in data.user_history(k).tolist()] for k, u in enumerate(data.user_ids)}
     assert histories == {"a": [3, 4], "b": [3, 4]}
@@ -56,11 +58,17 @@ def test_windows_make_every_training_event_but_the_first_a_target_once(chain_sou
 
 
 def test_leave_one_out_holds_out_last_two_events():
-    data = build_sequences(raw([("a", i, i, 1.0) for i in range(1, 6)] + [("b", 1, 1, 1.0), ("b", 2, 2, 1.0)]), PreprocessOptions())
+    data = build_sequences(
+        raw([("a", i, i, 1.0) for i in range(1, 6)] + [("b", 1, 1, 1.0), ("b", 2, 2, 1.0)]), PreprocessOptions()
+    )
     split = leave_one_out(data)
     a, b = data.user_ids.index("a"), data.user_ids.index("b")
     assert split.train_end[a] == 3 and split.train_end[b] == 2  # b is too short to evaluate: all training
-    assert split.test_users.tolist() == [a] and split.test_positions.tolist() == [4] and split.val_positions.tolist() == [3]
+    assert (
+        split.test_users.tolist() == [a]
+        and split.test_positions.tolist() == [4]
+        and split.val_positions.tolist() == [3]
+    )
 
 
 def test_temporal_split_trains_on_the_past_only():

@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 import torch
 from tiny_plm import save_tiny_bert
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.data.item_text import render_item_texts, texts_fingerprint
 from lightning_rec.encoders import TransformerEncoder
 from lightning_rec.encoders.embedding_cache import EmbeddingCacheError, write_embeddings
 from lightning_rec.encoders.text_item import HybridItemEncoder, PLMItemEncoder, TextItemEncoder, WhiteningMoEAdaptor
-from lightning_rec.tasks import SequentialRecommender
-from lightning_rec.tasks.text_encoding import ItemTextEncoder
-from trainers import quiet_trainer
+from lightning_rec.stages import SequentialRecommender
+from lightning_rec.stages.text_encoding import ItemTextEncoder
 
 INFO = pd.DataFrame({"item": [1, 2, 3, 4], "title": ["Alien", "Heat", "Up", "Jaws"]})
 
@@ -103,7 +103,9 @@ def test_plm_item_encoder_trains_only_its_top_layer_and_caches_the_eval_table(be
     encoder.train()
     assert encoder() is not first
 
-    restored = PLMItemEncoder(dim=4, model_name=bert, template="{title}", fine_tune_layers=1, max_length=12, dropout=0.0)
+    restored = PLMItemEncoder(
+        dim=4, model_name=bert, template="{title}", fine_tune_layers=1, max_length=12, dropout=0.0
+    )
     restored.build(ItemCatalog(4, None, torch.zeros(5)))
     restored.load_state_dict(encoder.state_dict())
     torch.testing.assert_close(restored.eval()(), encoder.eval()())
@@ -135,11 +137,15 @@ def test_hybrid_recommender_checkpoint_reloads_and_scores_identically(chain_sour
     cache = tmp_path / "emb.safetensors"
     info = dm.catalog.info
     write_cache(cache, rows=dm.num_items + 1, info=info)
-    model = SequentialRecommender(HybridItemEncoder(str(cache), dim=16, dropout=0.0), TransformerEncoder(16, 1, 2, max_len=8, dropout=0.0))
+    model = SequentialRecommender(
+        HybridItemEncoder(str(cache), dim=16, dropout=0.0), TransformerEncoder(16, 1, 2, max_len=8, dropout=0.0)
+    )
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     restored = SequentialRecommender.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=False)
     batch = next(iter(dm.test_dataloader()))
-    torch.testing.assert_close(restored.eval().score(batch["input"], batch["history"]), model.eval().score(batch["input"], batch["history"]))
+    torch.testing.assert_close(
+        restored.eval().score(batch["input"], batch["history"]), model.eval().score(batch["input"], batch["history"])
+    )
     assert torch.equal(restored.item_encoder.has_id, model.item_encoder.has_id) and not model.item_encoder.has_id.all()

@@ -28,7 +28,9 @@ print(applied, libc.mallinfo2().fordblks >> 20)  # MB freed but kept in the heap
 
 def kept_megabytes(keep: bool) -> tuple[str, int]:
     env = {**os.environ, "LIGHTNING_REC_KEEP_FREED_MEMORY": "1" if keep else "0"}
-    applied, kept = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, check=True).stdout.split()
+    applied, kept = subprocess.run(
+        [sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return applied, int(kept)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.data.datasets import keep_batch
@@ -20,8 +21,8 @@ from lightning_rec.data.sources import InteractionFile
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.meta import (
     FOMAML,
-    AdaptivePolicy,
     Adapter,
+    AdaptivePolicy,
     InnerLoop,
     MetaDataModule,
     Reptile,
@@ -31,16 +32,17 @@ from lightning_rec.meta import (
     kmeans,
     segment_tasks,
 )
-from lightning_rec.meta.tasks import Segments
+from lightning_rec.meta.task_batch import Segments
 from lightning_rec.meta.users import genre_taste
-from lightning_rec.tasks import SequentialRecommender
-from lightning_rec.tasks.meta import MetaPolicyOptimizer
-from trainers import quiet_trainer
+from lightning_rec.stages import SequentialRecommender
+from lightning_rec.stages.meta_training import MetaPolicyOptimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: int = 10, late_users: int = 0, seed: int = 0) -> InteractionFile:
+def write_group_dataset(
+    path, num_users: int = 160, groups: int = 4, per_group: int = 10, late_users: int = 0, seed: int = 0
+) -> InteractionFile:
     """Each user consumes items of one genre only (random order, 12 to 24 events): which genre is a
     user's is only known from their own events, the structure meta-learning can exploit. The last
     `late_users` users arrive after everyone else's events."""
@@ -53,7 +55,12 @@ def write_group_dataset(path, num_users: int = 160, groups: int = 4, per_group: 
             rows.append((f"u{user}", int(group * per_group + rng.integers(per_group)) + 1, arrival + t))
     pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(path, index=False)
     item_path = str(path).replace(".csv", "_items.csv")
-    pd.DataFrame({"item": np.arange(1, groups * per_group + 1), "genres": [f"g{i // per_group}|all" for i in range(groups * per_group)]}).to_csv(item_path, index=False)
+    pd.DataFrame(
+        {
+            "item": np.arange(1, groups * per_group + 1),
+            "genres": [f"g{i // per_group}|all" for i in range(groups * per_group)],
+        }
+    ).to_csv(item_path, index=False)
     return InteractionFile(str(path), item_path=item_path)
 
 
@@ -62,9 +69,13 @@ def groups_source(tmp_path_factory) -> InteractionFile:
     return write_group_dataset(tmp_path_factory.mktemp("meta") / "groups.csv")
 
 
-def tiny_recommender(num_items: int = 12, dim: int = 8, layers: int = 2, max_len: int = 12, seed: int = 0) -> SequentialRecommender:
+def tiny_recommender(
+    num_items: int = 12, dim: int = 8, layers: int = 2, max_len: int = 12, seed: int = 0
+) -> SequentialRecommender:
     torch.manual_seed(seed)
-    model = SequentialRecommender(IDItemEncoder(dim, init_std=0.3), TransformerEncoder(dim, layers, 2, max_len=max_len, dropout=0.0))
+    model = SequentialRecommender(
+        IDItemEncoder(dim, init_std=0.3), TransformerEncoder(dim, layers, 2, max_len=max_len, dropout=0.0)
+    )
     model.build(ItemCatalog(num_items, None, torch.arange(num_items + 1, dtype=torch.float)))
     return model
 
@@ -76,7 +87,16 @@ def random_tasks(num_tasks: int = 3, num_items: int = 12, seed: int = 0) -> Task
     support_target = torch.randint(1, num_items + 1, (num_tasks, 2, 5), generator=g) * (support_input != 0)
     query_input = torch.randint(1, num_items + 1, (num_tasks, 4, 6), generator=g)
     none = torch.full((num_tasks,), -1)
-    return TaskBatch(support_input, support_target, query_input, query_input, torch.randint(1, num_items + 1, (num_tasks, 4), generator=g), none, torch.zeros(num_tasks, dtype=torch.long), torch.arange(num_tasks))
+    return TaskBatch(
+        support_input,
+        support_target,
+        query_input,
+        query_input,
+        torch.randint(1, num_items + 1, (num_tasks, 4), generator=g),
+        none,
+        torch.zeros(num_tasks, dtype=torch.long),
+        torch.arange(num_tasks),
+    )
 
 
 # -- segments and tasks ----------------------------------------------------------------------------
@@ -114,7 +134,9 @@ def test_cold_start_tasks_support_the_first_k_events_and_query_the_next(groups_s
     with pytest.raises(ValueError, match="k must be in"):
         cold_start_tasks(data, torch.tensor([user]), torch.tensor([6]), 4, 5)
     # a task can start mid-way through the history and stop at a position (the end of training)
-    later = cold_start_tasks(data, torch.tensor([user]), torch.tensor([2]), 4, 5, first=torch.tensor([3]), end=torch.tensor([8]))
+    later = cold_start_tasks(
+        data, torch.tensor([user]), torch.tensor([2]), 4, 5, first=torch.tensor([3]), end=torch.tensor([8])
+    )
     assert later.support_target[0, 0].tolist() == [0, 0, 0] + events[3:5].tolist() and later.start.tolist() == [5]
     assert later.query_target[0].tolist() == events[5:8].tolist() + [0]
     assert later.query_input[0, 0].tolist() == [0] * 6 + events[3:5].tolist()  # nothing before `first`
@@ -129,16 +151,39 @@ def test_segment_tasks_and_sampling_stay_inside_the_segment(groups_source):
     with pytest.raises(ValueError, match="empty segment"):
         segments.sample(torch.tensor([2]), 1)
     users = torch.tensor([[0, 1]])
-    tasks = segment_tasks(data, torch.tensor([0]), users, torch.tensor([[4, 5]]), torch.tensor([[2, -1]]), torch.tensor([[6, 1]]), window=3)
+    tasks = segment_tasks(
+        data,
+        torch.tensor([0]),
+        users,
+        torch.tensor([[4, 5]]),
+        torch.tensor([[2, -1]]),
+        torch.tensor([[6, 1]]),
+        window=3,
+    )
     events = data.user_history(1)
-    assert tasks.support_input[0, 1].tolist() == events[1:4].tolist() and tasks.support_target[0, 1].tolist() == events[2:5].tolist()
+    assert (
+        tasks.support_input[0, 1].tolist() == events[1:4].tolist()
+        and tasks.support_target[0, 1].tolist() == events[2:5].tolist()
+    )
     assert tasks.query_target[0].tolist() == [data.user_history(2)[6].item(), 0]  # user -1 is a padding row
     assert tasks.query_history[0, 0].tolist() == data.user_history(2)[:6].tolist()
 
 
 def test_unseen_cold_start_users_arrive_after_the_cut_and_meta_training_reads_training_events_only(tmp_path):
     source = write_group_dataset(tmp_path / "late.csv", num_users=120, late_users=20)
-    dm = MetaDataModule(source=source, cache_dir=None, split="temporal", cold_start_users="unseen", num_segments=3, held_out_segments=1, train_ks=[2, 3], test_ks=[3], val_k=3, num_query=4, tasks_per_batch=64)
+    dm = MetaDataModule(
+        source=source,
+        cache_dir=None,
+        split="temporal",
+        cold_start_users="unseen",
+        num_segments=3,
+        held_out_segments=1,
+        train_ks=[2, 3],
+        test_ks=[3],
+        val_k=3,
+        num_query=4,
+        tasks_per_batch=64,
+    )
     dm.setup()
     late = set(range(100, 120))
     user_ids = [int(u[1:]) for u in dm.data.user_ids]
@@ -162,7 +207,21 @@ def test_genre_taste_is_each_users_share_of_genres(groups_source):
 
 
 def test_datamodule_keeps_held_out_segments_and_evaluation_users_out_of_meta_training(groups_source):
-    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2], test_ks=[1, 3], val_k=2, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=4, support_windows=3, segment_window=4, segment_query=5)
+    dm = MetaDataModule(
+        source=groups_source,
+        cache_dir=None,
+        num_segments=4,
+        held_out_segments=1,
+        train_ks=[1, 2],
+        test_ks=[1, 3],
+        val_k=2,
+        num_query=3,
+        tasks_per_batch=8,
+        segment_tasks_per_epoch=4,
+        support_windows=3,
+        segment_window=4,
+        segment_query=5,
+    )
     dm.setup()
     parts = {name: set(users.tolist()) for name, users in dm.users.items()}
     assert sum(map(len, parts.values())) == len(set().union(*parts.values()))  # disjoint
@@ -204,7 +263,9 @@ def test_adapted_parameter_sets():
         AdaptivePolicy(tiny_recommender()).adapted_names("head")
 
 
-def manual_adapt(policy: AdaptivePolicy, names: list[str], tasks: TaskBatch, t: int, steps: int, lr: float, with_query: bool = False) -> AdaptivePolicy:
+def manual_adapt(
+    policy: AdaptivePolicy, names: list[str], tasks: TaskBatch, t: int, steps: int, lr: float, with_query: bool = False
+) -> AdaptivePolicy:
     """Task t adapted the slow, obvious way: a deep copy and plain autograd SGD steps."""
     copy_ = copy.deepcopy(policy)
     params = dict(copy_.named_parameters())
@@ -247,7 +308,7 @@ def test_fomaml_meta_gradient_is_the_mean_query_gradient_at_the_adapted_paramete
         adapted = manual_adapt(policy, loop.names, tasks, t, 2, 0.5)
         query_loss = adapted(tasks.query_input[t], tasks.query_target[t])
         losses.append(query_loss.item())
-        for (n, p), g in zip(adapted.named_parameters(), torch.autograd.grad(query_loss, list(adapted.parameters()))):
+        for n, g in zip(dict(adapted.named_parameters()), torch.autograd.grad(query_loss, list(adapted.parameters()))):
             expected[n] += g / 3
     assert set(gradient) == set(expected)  # the frozen body gets its query gradient too
     for n in expected:
@@ -261,7 +322,9 @@ def test_reptile_meta_gradient_points_from_the_mean_adapted_parameters_to_the_st
     loop = InnerLoop(policy, policy.adapted_names("top_layers"), steps=2, lr=0.3)
     gradient, _ = Reptile().meta_gradient(loop, tasks)
     params = dict(policy.named_parameters())
-    adapted = [dict(manual_adapt(policy, loop.names, tasks, t, 2, 0.3, with_query=True).named_parameters()) for t in range(3)]
+    adapted = [
+        dict(manual_adapt(policy, loop.names, tasks, t, 2, 0.3, with_query=True).named_parameters()) for t in range(3)
+    ]
     assert set(gradient) == set(loop.names)
     for n in loop.names:
         expected = params[n].detach() - torch.stack([a[n].detach() for a in adapted]).mean(0)
@@ -270,7 +333,16 @@ def test_reptile_meta_gradient_points_from_the_mean_adapted_parameters_to_the_st
 
 @pytest.mark.parametrize("algorithm", [FOMAML(), Reptile()])
 def test_a_training_step_is_one_adamw_step_on_the_meta_gradient(algorithm):
-    model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), algorithm=algorithm, adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01, gradient_clip=0.0)
+    model = MetaPolicyOptimizer(
+        recommender=tiny_recommender(),
+        head=UserHead(),
+        algorithm=algorithm,
+        adapt="head",
+        inner_steps=2,
+        inner_lr=0.5,
+        meta_lr=0.01,
+        gradient_clip=0.0,
+    )
     tasks = random_tasks()
     start = copy.deepcopy(model.policy)
     gradient, _ = algorithm.meta_gradient(InnerLoop(start, model.inner.names, 2, 0.5), tasks)
@@ -293,16 +365,39 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
     """Plain start: an untrained recommender. After meta-training, the same 2-step adaptation on a
     cold-start user's first 3 events ranks their next events far better than from the plain start."""
     L.seed_everything(0)
-    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2, 3], test_ks=[1, 3], val_k=3, num_query=3, tasks_per_batch=8, segment_tasks_per_epoch=8, support_windows=3, segment_window=6, segment_query=6, online_start=1, online_horizon=4)
+    dm = MetaDataModule(
+        source=groups_source,
+        cache_dir=None,
+        num_segments=4,
+        held_out_segments=1,
+        train_ks=[1, 2, 3],
+        test_ks=[1, 3],
+        val_k=3,
+        num_query=3,
+        tasks_per_batch=8,
+        segment_tasks_per_epoch=8,
+        support_windows=3,
+        segment_window=6,
+        segment_query=6,
+        online_start=1,
+        online_horizon=4,
+    )
     recommender = SequentialRecommender(IDItemEncoder(16), TransformerEncoder(16, 1, 2, max_len=12, dropout=0.1))
-    model = MetaPolicyOptimizer(recommender=recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01)
+    model = MetaPolicyOptimizer(
+        recommender=recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, meta_lr=0.01
+    )
     trainer = quiet_trainer(max_epochs=3, default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert "val/ndcg@10" in trainer.callback_metrics
     results = trainer.test(model, dm, verbose=False)[0]
-    assert results["test/cold_start/k3/meta_adapted_ndcg@10"] > 1.5 * results["test/cold_start/k3/plain_adapted_ndcg@10"] + 0.05
+    assert (
+        results["test/cold_start/k3/meta_adapted_ndcg@10"]
+        > 1.5 * results["test/cold_start/k3/plain_adapted_ndcg@10"] + 0.05
+    )
     table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
-    assert table.tasks.tolist() == ["cold_start/k1", "cold_start/k3", "segment/held_out"] and set(table.metric) == {"ndcg@10"}
+    assert table.tasks.tolist() == ["cold_start/k1", "cold_start/k3", "segment/held_out"] and set(table.metric) == {
+        "ndcg@10"
+    }
     assert (tmp_path / "meta" / "adaptation_curves_ndcg10.png").stat().st_size > 0
     trainer.predict(model, dm)
     online = pd.read_csv(tmp_path / "meta" / "online_summary.csv").set_index("policy")["mean_ndcg@10"]
@@ -313,7 +408,7 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
 @pytest.fixture(scope="module")
 def simulator_path(groups_source, tmp_path_factory) -> str:
     from lightning_rec.rl import LoggedDataModule, ResponseModel
-    from lightning_rec.tasks.simulator_training import SimulatorTraining
+    from lightning_rec.stages.simulation import SimulatorTraining
 
     L.seed_everything(0)
     module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
@@ -325,9 +420,21 @@ def simulator_path(groups_source, tmp_path_factory) -> str:
 
 
 def attached_environment(groups_source, simulator_path, **kwargs):
-    from lightning_rec.meta.environment import TaskEnvironment
+    from lightning_rec.meta.task_environment import TaskEnvironment
 
-    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[1, 2], test_ks=[2], val_k=2, num_query=3, support_windows=3, segment_window=6, segment_query=4)
+    dm = MetaDataModule(
+        source=groups_source,
+        cache_dir=None,
+        num_segments=4,
+        held_out_segments=1,
+        train_ks=[1, 2],
+        test_ks=[2],
+        val_k=2,
+        num_query=3,
+        support_windows=3,
+        segment_window=6,
+        segment_query=4,
+    )
     dm.setup()
     environment = TaskEnvironment(simulator_path, **{"slate_size": 3, **kwargs})
     environment.attach(dm.data, dm.split.train_end, dm.assignment, torch.cat([dm.users["val"], dm.users["test"]]))
@@ -389,16 +496,41 @@ def test_policy_gradient_on_the_cached_states_matches_encoding_every_history_aga
     for name in encoded:
         torch.testing.assert_close(cached[name], encoded[name], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(cached_loss, encoded_loss)
-    assert all(cached[name].abs().sum() > 0 for name in ("head.linear.weight", "recommender.sequence_encoder.norm.weight"))
+    assert all(
+        cached[name].abs().sum() > 0 for name in ("head.linear.weight", "recommender.sequence_encoder.norm.weight")
+    )
 
 
 def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(groups_source, simulator_path, tmp_path):
-    from lightning_rec.meta.environment import TaskEnvironment
+    from lightning_rec.meta.task_environment import TaskEnvironment
 
     L.seed_everything(0)
-    dm = MetaDataModule(source=groups_source, cache_dir=None, num_segments=4, held_out_segments=1, train_ks=[2], test_ks=[2], val_k=2, num_query=3, tasks_per_batch=4, segment_tasks_per_epoch=4, support_windows=3, segment_window=6, segment_query=4)
+    dm = MetaDataModule(
+        source=groups_source,
+        cache_dir=None,
+        num_segments=4,
+        held_out_segments=1,
+        train_ks=[2],
+        test_ks=[2],
+        val_k=2,
+        num_query=3,
+        tasks_per_batch=4,
+        segment_tasks_per_epoch=4,
+        support_windows=3,
+        segment_window=6,
+        segment_query=4,
+    )
     environment = TaskEnvironment(simulator_path, slate_size=3, episodes=4)
-    model = MetaPolicyOptimizer(recommender=tiny_recommender(dm.num_items, 8, 1, 50), head=UserHead(), adapt="head", inner_steps=1, inner_lr=0.1, inner_loss="policy_gradient", environment=environment, curve_steps=1)
+    model = MetaPolicyOptimizer(
+        recommender=tiny_recommender(dm.num_items, 8, 1, 50),
+        head=UserHead(),
+        adapt="head",
+        inner_steps=1,
+        inner_lr=0.1,
+        inner_loss="policy_gradient",
+        environment=environment,
+        curve_steps=1,
+    )
     trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path, limit_val_batches=0)
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
@@ -409,10 +541,21 @@ def test_meta_training_with_the_policy_gradient_inner_loss_reports_returns(group
 
 
 def test_meta_parameters_adapted_keeps_the_body_at_the_pretrained_weights():
-    model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), adapt="head", meta_parameters="adapted", inner_steps=1, inner_lr=0.5, meta_lr=0.05)
+    model = MetaPolicyOptimizer(
+        recommender=tiny_recommender(),
+        head=UserHead(),
+        adapt="head",
+        meta_parameters="adapted",
+        inner_steps=1,
+        inner_lr=0.5,
+        meta_lr=0.05,
+    )
     before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
     trainer = quiet_trainer(max_steps=2)
-    trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch))
+    trainer.fit(
+        model,
+        train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch),
+    )
     changed = {n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"head.linear.weight", "head.linear.bias"}
 
@@ -424,15 +567,47 @@ def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     with pytest.raises(SystemExit):
-        main(["fit", "-c", "configs/meta-ml-latest-small.yaml", "-c", "configs/meta-env-ml-latest-small.yaml", "--model.init_args.checkpoint", "pre.ckpt", "--print_config"])
+        main(
+            [
+                "fit",
+                "-c",
+                "configs/meta-ml-latest-small.yaml",
+                "-c",
+                "configs/meta-env-ml-latest-small.yaml",
+                "--model.init_args.checkpoint",
+                "pre.ckpt",
+                "--print_config",
+            ]
+        )
     printed = capsys.readouterr().out
-    assert "lightning_rec.tasks.meta.MetaPolicyOptimizer" in printed and "encoder_checkpoint: pre.ckpt" in printed
-    assert "lightning_rec.meta.environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
+    assert (
+        "lightning_rec.stages.meta_training.MetaPolicyOptimizer" in printed
+        and "encoder_checkpoint: pre.ckpt" in printed
+    )
+    assert "lightning_rec.meta.task_environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
     with pytest.raises(SystemExit):  # the policy-gradient add-on, its run folder in every path that names one
-        main(["fit", "-c", "configs/meta-ml-latest-small.yaml", "-c", "configs/meta-env-ml-latest-small.yaml", "-c", "configs/meta-pg-ml-latest-small.yaml", "--print_config"])
+        main(
+            [
+                "fit",
+                "-c",
+                "configs/meta-ml-latest-small.yaml",
+                "-c",
+                "configs/meta-env-ml-latest-small.yaml",
+                "-c",
+                "configs/meta-pg-ml-latest-small.yaml",
+                "--print_config",
+            ]
+        )
     printed = capsys.readouterr().out
-    assert "inner_loss: policy_gradient" in printed and "meta_parameters: adapted" in printed and "segment_tasks_per_epoch: 1000" in printed
-    assert "save_dir: outputs/meta-pg-ml-latest-small" in printed and "dirpath: outputs/meta-pg-ml-latest-small/checkpoints" in printed
+    assert (
+        "inner_loss: policy_gradient" in printed
+        and "meta_parameters: adapted" in printed
+        and "segment_tasks_per_epoch: 1000" in printed
+    )
+    assert (
+        "save_dir: outputs/meta-pg-ml-latest-small" in printed
+        and "dirpath: outputs/meta-pg-ml-latest-small/checkpoints" in printed
+    )
 
 
 def pretrained_checkpoint(groups_source, tmp_path) -> tuple[SequentialRecommender, str]:
@@ -447,13 +622,28 @@ def pretrained_checkpoint(groups_source, tmp_path) -> tuple[SequentialRecommende
 
 def meta_cli_args(groups_source, pretrained: str, tmp_path) -> list[str]:
     return [
-        "--data=lightning_rec.meta.MetaDataModule", "--data.source=lightning_rec.data.sources.InteractionFile",
-        f"--data.source.path={groups_source.path}", f"--data.source.item_path={groups_source.item_path}",
-        "--data.cache_dir=null", "--data.max_len=12", "--data.num_segments=4", "--data.held_out_segments=1",
-        "--data.train_ks=[1, 2, 3]", "--data.test_ks=[1, 3]", "--data.val_k=3", "--data.num_query=3", f"--data.encoder_checkpoint={pretrained}",
-        "--model=lightning_rec.tasks.meta.MetaPolicyOptimizer", f"--model.checkpoint={pretrained}", "--model.head=lightning_rec.meta.UserHead",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+        "--data=lightning_rec.meta.MetaDataModule",
+        "--data.source=lightning_rec.data.sources.InteractionFile",
+        f"--data.source.path={groups_source.path}",
+        f"--data.source.item_path={groups_source.item_path}",
+        "--data.cache_dir=null",
+        "--data.max_len=12",
+        "--data.num_segments=4",
+        "--data.held_out_segments=1",
+        "--data.train_ks=[1, 2, 3]",
+        "--data.test_ks=[1, 3]",
+        "--data.val_k=3",
+        "--data.num_query=3",
+        f"--data.encoder_checkpoint={pretrained}",
+        "--model=lightning_rec.stages.meta_training.MetaPolicyOptimizer",
+        f"--model.checkpoint={pretrained}",
+        "--model.head=lightning_rec.meta.UserHead",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
     ]
 
 
@@ -471,15 +661,30 @@ def test_the_cli_starts_meta_training_from_a_pretraining_checkpoint(groups_sourc
     assert cli.trainer.global_step == 2
 
 
-def test_an_environment_given_at_test_time_reports_returns_for_a_checkpoint_trained_without_one(groups_source, simulator_path, tmp_path):
+def test_an_environment_given_at_test_time_reports_returns_for_a_checkpoint_trained_without_one(
+    groups_source, simulator_path, tmp_path
+):
     """LightningCLI puts a checkpoint's hyperparameters back over the configuration; the environment
     is not one of them, so it comes from the test command."""
     from lightning_rec.cli import main
 
     _, pretrained = pretrained_checkpoint(groups_source, tmp_path)
     args = meta_cli_args(groups_source, pretrained, tmp_path)
-    main(["fit", *args, "--trainer.enable_checkpointing=true", "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", f"--trainer.callbacks.dirpath={tmp_path}", "--trainer.callbacks.filename=meta"])
-    environment = ["--model.environment=lightning_rec.meta.environment.TaskEnvironment", f"--model.environment.checkpoint={simulator_path}", "--model.environment.slate_size=3"]
+    main(
+        [
+            "fit",
+            *args,
+            "--trainer.enable_checkpointing=true",
+            "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint",
+            f"--trainer.callbacks.dirpath={tmp_path}",
+            "--trainer.callbacks.filename=meta",
+        ]
+    )
+    environment = [
+        "--model.environment=lightning_rec.meta.task_environment.TaskEnvironment",
+        f"--model.environment.checkpoint={simulator_path}",
+        "--model.environment.slate_size=3",
+    ]
     main(["test", *args, *environment, f"--ckpt_path={tmp_path / 'meta.ckpt'}"])
     table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
     assert "return" in set(table.metric)

@@ -15,8 +15,8 @@ from lightning_rec.encoders import TransformerEncoder
 from lightning_rec.encoders.embedding_cache import write_embeddings
 from lightning_rec.encoders.text_item import HybridItemEncoder
 from lightning_rec.meta import FOMAML, AdaptivePolicy, InnerLoop, Reptile, UserHead
-from lightning_rec.tasks import SequentialRecommender
-from lightning_rec.tasks.meta import MetaPolicyOptimizer, _ndcg
+from lightning_rec.stages import SequentialRecommender
+from lightning_rec.stages.meta_training import MetaPolicyOptimizer, _ndcg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,10 @@ def hybrid_recommender(tmp_path) -> SequentialRecommender:
     torch.manual_seed(0)
     cache = tmp_path / "text.safetensors"
     write_embeddings(cache, torch.cat([torch.zeros(1, 6), torch.randn(NUM_ITEMS, 6)]), {})
-    model = SequentialRecommender(HybridItemEncoder(str(cache), dim=8, num_experts=2, dropout=0.0, init_std=0.3), TransformerEncoder(8, 2, 2, max_len=12, dropout=0.0))
+    model = SequentialRecommender(
+        HybridItemEncoder(str(cache), dim=8, num_experts=2, dropout=0.0, init_std=0.3),
+        TransformerEncoder(8, 2, 2, max_len=12, dropout=0.0),
+    )
     popularity = torch.arange(NUM_ITEMS + 1, dtype=torch.float)
     popularity[[3, 7]] = 0
     model.build(ItemCatalog(NUM_ITEMS, None, popularity))
@@ -70,7 +73,12 @@ def test_fomaml_with_the_table_computed_once_matches_plain_autograd_per_task(hyb
     assert set(gradient) == set(expected)
     for n in expected:
         torch.testing.assert_close(gradient[n], expected[n], atol=1e-5, rtol=1e-4, msg=n)
-    for n in ("adaptor.weight", "adaptor.bias", "adaptor.gate.weight", "id_embedding.weight"):  # the table is not a constant
+    for n in (
+        "adaptor.weight",
+        "adaptor.bias",
+        "adaptor.gate.weight",
+        "id_embedding.weight",
+    ):  # the table is not a constant
         assert gradient[f"recommender.item_encoder.{n}"].abs().sum() > 0, n
     torch.testing.assert_close(loss, torch.stack(losses).mean())
 
@@ -91,7 +99,9 @@ def test_the_cached_table_gives_the_same_meta_gradients_as_one_table_per_call(hy
 
 
 def test_an_evaluation_curve_computes_the_table_once_and_scores_as_one_table_per_call(hybrid_recommender):
-    model = MetaPolicyOptimizer(recommender=hybrid_recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5).eval()
+    model = MetaPolicyOptimizer(
+        recommender=hybrid_recommender, head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5
+    ).eval()
     with torch.no_grad():
         model.policy.head.linear.weight.normal_(std=0.1)
     tasks, loop = random_tasks(num_items=NUM_ITEMS), model.inner

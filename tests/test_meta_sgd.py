@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_meta import random_tasks, tiny_recommender
 from torch.utils.data import DataLoader
+from trainers import quiet_trainer
 
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.meta import FOMAML, AdaptivePolicy, InnerLoop, Reptile, UserHead
-from lightning_rec.tasks.meta import MetaPolicyOptimizer
-from trainers import quiet_trainer
+from lightning_rec.stages.meta_training import MetaPolicyOptimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,9 @@ def test_fomaml_gradient_of_the_rates_is_minus_query_gradient_times_the_summed_s
         params = dict(copy_.named_parameters())
         steps = {n: torch.zeros_like(r) for n, r in rates.items()}
         for _ in range(2):
-            grads = torch.autograd.grad(copy_(tasks.support_input[t], tasks.support_target[t]), [params[n] for n in loop.names])
+            grads = torch.autograd.grad(
+                copy_(tasks.support_input[t], tasks.support_target[t]), [params[n] for n in loop.names]
+            )
             with torch.no_grad():
                 for n, g in zip(loop.names, grads):
                     steps[n] += g
@@ -67,10 +69,22 @@ def test_fomaml_gradient_of_the_rates_is_minus_query_gradient_times_the_summed_s
 
 
 def test_meta_training_moves_the_rates_and_the_plain_start_keeps_the_fixed_one(tmp_path):
-    model = MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), adapt="head", inner_steps=2, inner_lr=0.5, learn_inner_lr=True, meta_parameters="adapted", meta_lr=0.05)
+    model = MetaPolicyOptimizer(
+        recommender=tiny_recommender(),
+        head=UserHead(),
+        adapt="head",
+        inner_steps=2,
+        inner_lr=0.5,
+        learn_inner_lr=True,
+        meta_parameters="adapted",
+        meta_lr=0.05,
+    )
     assert model.plain.inner_rates is None and set(model.policy.learned_rates()) == set(model.inner.names)
     trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
-    trainer.fit(model, train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch))
+    trainer.fit(
+        model,
+        train_dataloaders=DataLoader([{"cold_start": random_tasks()}] * 2, batch_size=None, collate_fn=keep_batch),
+    )
     rates = model.policy.learned_rates()
     assert all(not torch.all(rate == 0.5) for rate in rates.values())
     path = tmp_path / "meta.ckpt"
@@ -79,4 +93,6 @@ def test_meta_training_moves_the_rates_and_the_plain_start_keeps_the_fixed_one(t
     for n, rate in restored.policy.learned_rates().items():
         torch.testing.assert_close(rate, rates[n])
     with pytest.raises(ValueError, match="needs FOMAML"):
-        MetaPolicyOptimizer(recommender=tiny_recommender(), head=UserHead(), adapt="head", algorithm=Reptile(), learn_inner_lr=True)
+        MetaPolicyOptimizer(
+            recommender=tiny_recommender(), head=UserHead(), adapt="head", algorithm=Reptile(), learn_inner_lr=True
+        )

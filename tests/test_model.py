@@ -5,11 +5,12 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
-from lightning_rec.tasks import FullSoftmax, SampledSoftmax, SequentialRecommender
-from trainers import quiet_trainer
+from lightning_rec.objectives import FullSoftmax, SampledSoftmax
+from lightning_rec.stages import SequentialRecommender
 
 
 def built_model(num_items: int = 30, **kwargs) -> SequentialRecommender:
@@ -85,7 +86,9 @@ def test_training_learns_the_item_chain(chain_source, objective):
     """Next item = last item + 1 on a ring of 40: chance NDCG@10 is about 0.1."""
     L.seed_everything(0)
     dm = SequenceDataModule(chain_source, max_len=8, batch_size=32, cache_dir=None)
-    model = SequentialRecommender(IDItemEncoder(32), TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), objective, lr=5e-3, warmup_steps=5)
+    model = SequentialRecommender(
+        IDItemEncoder(32), TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1), objective, lr=5e-3, warmup_steps=5
+    )
     trainer = quiet_trainer(max_epochs=25)
     trainer.fit(model, dm)
     (result,) = trainer.test(model, dm, verbose=False)

@@ -15,7 +15,7 @@ from lightning_rec.rl.advantages import discounted_returns, generalized_advantag
 from lightning_rec.rl.episode_states import CachedTransformerStates, RecomputedStates, episode_layout
 from lightning_rec.rl.slates import Anchor, sample_slates, slate_log_probs, topk_correction
 from lightning_rec.softmax import log_probs_at
-from lightning_rec.tasks import SequentialRecommender
+from lightning_rec.stages import SequentialRecommender
 
 
 def test_slate_probabilities_of_all_ordered_slates_sum_to_one_and_match_sampling():
@@ -72,7 +72,10 @@ def test_anchor_kl_and_entropy_are_exact_on_all_items_and_the_coarse_ones_on_few
     kl, entropy = anchor.kl_and_entropy(log_probs_at(policy, anchor.items))
     top = torch.zeros_like(blocked).scatter_(1, anchor.items, True)
     p_rest, q_rest = (x.masked_fill(top, 0.0).sum(-1) for x in (p, q))
-    coarse_p, coarse_q = torch.cat([p.gather(1, anchor.items), p_rest[:, None]], 1), torch.cat([q.gather(1, anchor.items), q_rest[:, None]], 1)
+    coarse_p, coarse_q = (
+        torch.cat([p.gather(1, anchor.items), p_rest[:, None]], 1),
+        torch.cat([q.gather(1, anchor.items), q_rest[:, None]], 1),
+    )
     torch.testing.assert_close(kl, (coarse_p * (coarse_p / coarse_q).log()).sum(-1), atol=1e-5, rtol=0)
     torch.testing.assert_close(entropy, -(coarse_p * coarse_p.log()).sum(-1), atol=1e-5, rtol=0)
     assert (kl <= full_kl + 1e-6).all() and (kl < full_kl - 1e-3).any()  # data processing: a lower bound
@@ -85,7 +88,11 @@ def test_anchor_gradients_are_finite_through_masked_items():
     anchor = Anchor.of(reference, candidates=100)  # includes masked (-inf) candidates
     kl, entropy = anchor.kl_and_entropy(log_probs_at(logits.masked_fill(blocked, float("-inf")), anchor.items))
     (kl + entropy).sum().backward()
-    assert torch.isfinite(logits.grad).all() and (logits.grad[blocked] == 0).all() and logits.grad[~blocked].abs().sum() > 0
+    assert (
+        torch.isfinite(logits.grad).all()
+        and (logits.grad[blocked] == 0).all()
+        and logits.grad[~blocked].abs().sum() > 0
+    )
 
 
 def test_returns_and_gae_match_their_definitions():
@@ -99,7 +106,9 @@ def test_returns_and_gae_match_their_definitions():
     torch.testing.assert_close(advantages, (returns - values) * valid)
     torch.testing.assert_close(targets, returns)
     td, _ = generalized_advantages(rewards, values, valid, 0.5, 0.0)
-    torch.testing.assert_close(td, torch.tensor([[1 + 0.5 * 1.0 - 0.5, 2 + 0.5 * 2.0 - 1.0, 3 - 2.0, 0], [1 - 0.3, 0, 0, 0]]))
+    torch.testing.assert_close(
+        td, torch.tensor([[1 + 0.5 * 1.0 - 0.5, 2 + 0.5 * 2.0 - 1.0, 3 - 2.0, 0], [1 - 0.3, 0, 0, 0]])
+    )
 
 
 def tiny_recommender(num_items: int = 30, max_len: int = 12) -> SequentialRecommender:
@@ -162,15 +171,15 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {out}, filename: last, monitor: null}}
 """
-RECOMMENDER = """class_path: lightning_rec.tasks.SequentialRecommender
+RECOMMENDER = """class_path: lightning_rec.stages.SequentialRecommender
   init_args:
     item_encoder: {class_path: lightning_rec.encoders.IDItemEncoder, init_args: {dim: 16}}
     sequence_encoder: {class_path: lightning_rec.encoders.TransformerEncoder, init_args: {dim: 16, num_layers: 1, max_len: 12, dropout: 0.1}}
     lr: 0.01
     warmup_steps: 1"""
-SIMULATOR = """class_path: lightning_rec.tasks.simulator_training.SimulatorTraining
+SIMULATOR = """class_path: lightning_rec.stages.simulation.SimulatorTraining
   init_args: {response_model: {class_path: lightning_rec.rl.ResponseModel, init_args: {dim: 8}}}"""
-FINE_TUNER = """class_path: lightning_rec.tasks.policy.PolicyFineTuner
+FINE_TUNER = """class_path: lightning_rec.stages.fine_tuning.PolicyFineTuner
   init_args:
     pretrained: {pretrained}
     simulator: {simulator}
@@ -189,7 +198,9 @@ def write_taste_dataset(path, num_users: int = 200, length: int = 14, seed: int 
 
     rng = np.random.default_rng(seed)
     low = rng.random((num_users, length)) < 0.8
-    items = np.where(low, rng.integers(1, LOW + 1, (num_users, length)), rng.integers(LOW + 1, NUM_ITEMS + 1, (num_users, length)))
+    items = np.where(
+        low, rng.integers(1, LOW + 1, (num_users, length)), rng.integers(LOW + 1, NUM_ITEMS + 1, (num_users, length))
+    )
     frame = pd.DataFrame(
         {
             "user": np.repeat(np.arange(num_users), length),
@@ -241,12 +252,12 @@ def world(tmp_path_factory):
 
 
 def greedy_return(world, checkpoint_or_agent) -> float:
+    from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import LoggedDataModule, UserBehaviour
     from lightning_rec.rl.agents import RecommenderAgent
     from lightning_rec.rl.rollout import rollout
-    from lightning_rec.data.sources import InteractionFile
-    from lightning_rec.tasks.policy import load_recommender
-    from lightning_rec.tasks.simulator_training import SimulatorTraining
+    from lightning_rec.stages.fine_tuning import load_recommender
+    from lightning_rec.stages.simulation import SimulatorTraining
 
     root, data, _, simulator = world
     dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
@@ -267,7 +278,9 @@ def ppo(credit: str) -> str:
 
 def fine_tune_ppo(world, credit: str, supervised_coef: float = 0.0) -> str:
     root, data, pretrained, simulator = world
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003, supervised_coef=supervised_coef)
+    model = FINE_TUNER.format(
+        pretrained=pretrained, simulator=simulator, algorithm=ppo(credit), lr=0.003, supervised_coef=supervised_coef
+    )
     return run_cli(root / f"ppo-{credit}-{supervised_coef}", data, model, epochs=20, batch_size=512)
 
 
@@ -290,12 +303,17 @@ def test_ppo_finds_the_known_best_policy(world, ppo_checkpoint, credit):
 
 @pytest.mark.parametrize(
     "name, algorithm",
-    [("reinforce", "{class_path: lightning_rec.rl.Reinforce}"), ("off-policy", "{class_path: lightning_rec.rl.OffPolicyReinforce}")],
+    [
+        ("reinforce", "{class_path: lightning_rec.rl.Reinforce}"),
+        ("off-policy", "{class_path: lightning_rec.rl.OffPolicyReinforce}"),
+    ],
 )
 def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
     root, data, pretrained, simulator = world
     before = greedy_return(world, pretrained)
-    model = FINE_TUNER.format(pretrained=pretrained, simulator=simulator, algorithm=algorithm, lr=0.003, supervised_coef=0.0)
+    model = FINE_TUNER.format(
+        pretrained=pretrained, simulator=simulator, algorithm=algorithm, lr=0.003, supervised_coef=0.0
+    )
     after = greedy_return(world, run_cli(root / name, data, model, epochs=20, batch_size=512))
     print(f"return: pretrained {before:.3f}  {name} {after:.3f}")
     assert after > before + 0.3
@@ -305,8 +323,8 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
 def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(world, credit):
     from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
-    from lightning_rec.tasks.policy import PolicyFineTuner
-    from lightning_rec.tasks.simulator_training import SimulatorTraining
+    from lightning_rec.stages.fine_tuning import PolicyFineTuner
+    from lightning_rec.stages.simulation import SimulatorTraining
 
     _, data, pretrained, simulator = world
     dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
@@ -316,13 +334,19 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
     for max_logits in (10**9, 1):  # 1: every user of a minibatch is its own chunk
         torch.manual_seed(0)
         behaviour = UserBehaviour(max_steps=3, initial_patience=2.0)
-        algorithm = PPO(epochs=1, minibatch_users=1000, kl_coef=0.1, entropy_coef=0.01, credit=credit, max_logits=max_logits)
+        algorithm = PPO(
+            epochs=1, minibatch_users=1000, kl_coef=0.1, entropy_coef=0.01, credit=credit, max_logits=max_logits
+        )
         tuner = PolicyFineTuner(pretrained, simulator, algorithm, behaviour, slate_size=4, context_len=8)
-        tuner.train_env = SimulatorTraining.load_from_checkpoint(simulator, weights_only=False).environment("train", dm.data, dm.split.train_end, behaviour)
+        tuner.train_env = SimulatorTraining.load_from_checkpoint(simulator, weights_only=False).environment(
+            "train", dm.data, dm.split.train_end, behaviour
+        )
         tuner.generator = torch.Generator().manual_seed(0)
         tuner.add_gradients = lambda loss: loss.backward()
         steps = []
-        tuner.apply_gradients = lambda: steps.append({name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None})
+        tuner.apply_gradients = lambda: steps.append(
+            {name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None}
+        )
         tuner.eval()
         logs = algorithm.update(tuner, batch)
         gradients[max_logits] = steps
@@ -337,7 +361,7 @@ def logged_loss(world, checkpoint: str) -> float:
     """The pretraining loss of a checkpoint's recommender on all logged training windows."""
     from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import LoggedDataModule
-    from lightning_rec.tasks.policy import load_recommender
+    from lightning_rec.stages.fine_tuning import load_recommender
 
     dm = LoggedDataModule(InteractionFile(world[1], rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
@@ -351,8 +375,14 @@ def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(w
     # the logs are 80 % low items, the best policy shows high ones: RL alone unlearns the logs
     supervised = fine_tune_ppo(world, "slate", supervised_coef=0.2)
     pretrained, plain_ppo = logged_loss(world, world[2]), logged_loss(world, ppo_checkpoint)
-    held, before, after = logged_loss(world, supervised), greedy_return(world, world[2]), greedy_return(world, supervised)
-    print(f"logged loss: pretrained {pretrained:.3f}  PPO {plain_ppo:.3f}  PPO + supervised {held:.3f}; return {before:.3f} -> {after:.3f}")
+    held, before, after = (
+        logged_loss(world, supervised),
+        greedy_return(world, world[2]),
+        greedy_return(world, supervised),
+    )
+    print(
+        f"logged loss: pretrained {pretrained:.3f}  PPO {plain_ppo:.3f}  PPO + supervised {held:.3f}; return {before:.3f} -> {after:.3f}"
+    )
     assert plain_ppo > pretrained + 0.5
     assert held < pretrained + 0.25 * (plain_ppo - pretrained)
     assert after > before + 0.3
@@ -360,14 +390,14 @@ def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(w
 
 def test_policy_checks_its_state_fits_the_encoder(world):
     from lightning_rec.rl import PPO, UserBehaviour
-    from lightning_rec.tasks.policy import PolicyFineTuner
+    from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
     _, _, pretrained, simulator = world
     with pytest.raises(ValueError, match="exceeds the pretrained encoder's max_len"):
         PolicyFineTuner(pretrained, simulator, PPO(), UserBehaviour(max_steps=10), context_len=8)
 
 
-EVALUATION = """class_path: lightning_rec.tasks.policy_evaluation.PolicyEvaluation
+EVALUATION = """class_path: lightning_rec.stages.policy_evaluation.PolicyEvaluation
   init_args:
     simulator: {simulator}
     supervised: {pretrained}
@@ -408,7 +438,7 @@ def test_evaluation_table_ranks_the_policies_and_writes_its_files(world, ppo_che
 
 
 def test_paired_ratio_and_its_standard_error():
-    from lightning_rec.rl.report import paired_ratio
+    from lightning_rec.rl.tables import paired_ratio
 
     base = torch.tensor([1.0, 2.0, 3.0, 6.0])
     assert paired_ratio(base + 1.0, base) == (pytest.approx(4 / 3), 0.0)  # a constant gain has no noise

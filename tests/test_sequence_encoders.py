@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 from tiny_plm import save_tiny_bert
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.encoders.gru import GRUEncoder
 from lightning_rec.encoders.plm_sequence import PLMHistoryEncoder
-from lightning_rec.tasks import SequentialRecommender
-from lightning_rec.tasks.cloze import MaskedItemObjective
-from trainers import quiet_trainer
+from lightning_rec.objectives.cloze import MaskedItemObjective
+from lightning_rec.stages import SequentialRecommender
 
 
 def fit_and_test(model, source, epochs: int = 10) -> dict:
@@ -25,7 +25,15 @@ def fit_and_test(model, source, epochs: int = 10) -> dict:
 
 
 # -- the state after the last position --------------------------------------------------------------
-@pytest.mark.parametrize("encoder", [TransformerEncoder(8, 3, 2, max_len=10, dropout=0.0), TransformerEncoder(8, 2, 2, max_len=10, dropout=0.0, causal=False), GRUEncoder(8, 12, dropout=0.0)], ids=["sasrec", "bert4rec", "gru4rec"])
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        TransformerEncoder(8, 3, 2, max_len=10, dropout=0.0),
+        TransformerEncoder(8, 2, 2, max_len=10, dropout=0.0, causal=False),
+        GRUEncoder(8, 12, dropout=0.0),
+    ],
+    ids=["sasrec", "bert4rec", "gru4rec"],
+)
 def test_the_last_state_is_the_full_encodings_last_position(encoder):
     """What scoring reads: the transformer computes its final block at the last position only."""
     torch.manual_seed(0)
@@ -56,7 +64,9 @@ def test_gru_ignores_left_padding_and_the_future():
 
 def test_gru4rec_learns_the_item_chain(chain_source):
     L.seed_everything(0)
-    model = SequentialRecommender(IDItemEncoder(32, init_std=0.1), GRUEncoder(32, 32, dropout=0.0), lr=2e-2, warmup_steps=5)
+    model = SequentialRecommender(
+        IDItemEncoder(32, init_std=0.1), GRUEncoder(32, 32, dropout=0.0), lr=2e-2, warmup_steps=5
+    )
     assert fit_and_test(model, chain_source, epochs=6)["test/ndcg@10"] > 0.6
 
 
@@ -84,7 +94,11 @@ def test_masked_item_inference_appends_the_mask_position():
 def test_bert4rec_learns_the_item_chain(chain_source):
     L.seed_everything(0)
     model = SequentialRecommender(
-        IDItemEncoder(32), TransformerEncoder(32, 2, 2, max_len=8, dropout=0.0, causal=False), MaskedItemObjective(0.5), lr=1e-2, warmup_steps=5
+        IDItemEncoder(32),
+        TransformerEncoder(32, 2, 2, max_len=8, dropout=0.0, causal=False),
+        MaskedItemObjective(0.5),
+        lr=1e-2,
+        warmup_steps=5,
     )
     assert fit_and_test(model, chain_source, epochs=10)["test/ndcg@10"] > 0.5
 
@@ -127,7 +141,9 @@ def test_plm_history_recommender_trains_the_language_model_on_the_last_target(be
     model.log = lambda *args, **kwargs: None
     loss = model.training_step(batch, 0)
     items = model.item_encoder()
-    expected = torch.nn.functional.cross_entropy((encoder(batch["input"], None)[:, 0] @ items.T)[:, 1:], torch.tensor([3, 1]) - 1)
+    expected = torch.nn.functional.cross_entropy(
+        (encoder(batch["input"], None)[:, 0] @ items.T)[:, 1:], torch.tensor([3, 1]) - 1
+    )
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert encoder.language_model.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0

@@ -6,15 +6,17 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from trainers import quiet_trainer
 
 from lightning_rec.data.datasets import training_windows
 from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
-from lightning_rec.tasks.simulator_training import SimulatorTraining, eval_events, split_users
-from trainers import quiet_trainer
+from lightning_rec.stages.simulation import SimulatorTraining, eval_events, split_users
 
 
-def fit_simulator(source, tmp_path, epochs: int = 40, partition: str = "users") -> tuple[SimulatorTraining, LoggedDataModule, str]:
+def fit_simulator(
+    source, tmp_path, epochs: int = 40, partition: str = "users"
+) -> tuple[SimulatorTraining, LoggedDataModule, str]:
     dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
     L.seed_everything(0)
     response_model = ResponseModel(dim=16, dropout=0.0, init_std=0.5)
@@ -39,7 +41,9 @@ def test_logged_windows_are_the_training_windows_with_their_users_and_ratings(fi
     _, dm, _ = fitted
     batch = dm.train_dataloader().dataset.__getitems__(list(range(len(dm.train_dataloader().dataset))))
     windows = training_windows(dm.data, dm.split.train_end, 8)
-    assert sorted(map(tuple, torch.cat([batch["input"], batch["target"][:, -1:]], 1).tolist())) == sorted(map(tuple, windows.tolist()))
+    assert sorted(map(tuple, torch.cat([batch["input"], batch["target"][:, -1:]], 1).tolist())) == sorted(
+        map(tuple, windows.tolist())
+    )
     # each window is the user's events just before its end, and its ratings are those events' ratings
     for row in range(len(batch["user"])):
         user, end = int(batch["user"][row]), int(batch["end"][row])
@@ -71,7 +75,9 @@ def test_events_are_dealt_evenly_along_each_history():
 def test_event_partition_trains_each_model_on_its_own_events_of_every_user(tmp_path, chain_csv):
     from lightning_rec.data.sources import InteractionFile
 
-    module, dm, _ = fit_simulator(InteractionFile(chain_csv, rating_col="rating"), tmp_path, epochs=10, partition="events")
+    module, dm, _ = fit_simulator(
+        InteractionFile(chain_csv, rating_col="rating"), tmp_path, epochs=10, partition="events"
+    )
     everyone = torch.arange(dm.data.num_users)
     assert torch.equal(module.users_of("train"), everyone) and torch.equal(module.users_of("eval"), everyone)
     dataset = dm.train_dataloader().dataset
@@ -88,7 +94,9 @@ def test_event_partition_trains_each_model_on_its_own_events_of_every_user(tmp_p
     model = module.response_model("train")
     torch.manual_seed(0)
     before = module._losses(model, batch, (env == 0) & real)
-    changed = dict(batch, target=torch.where(env == 1, torch.randint(1, dm.data.num_items + 1, env.shape), batch["target"]))
+    changed = dict(
+        batch, target=torch.where(env == 1, torch.randint(1, dm.data.num_items + 1, env.shape), batch["target"])
+    )
     torch.manual_seed(0)
     after = module._losses(model, changed, (env == 0) & real)
     torch.testing.assert_close(before, after)
@@ -143,7 +151,9 @@ def test_reset_starts_from_the_logged_history(fitted):
         assert set(torch.nonzero(state.consumed[row]).squeeze(1).tolist()) == set(logged.tolist())
         assert state.history[row, -position:].tolist() == logged[-8:].tolist()[-position:]
     default = env.reset(users)
-    assert default.consumed.sum(1).tolist() == [len(set(dm.data.user_history(u)[: dm.split.train_end[u]].tolist())) for u in users.tolist()]
+    assert default.consumed.sum(1).tolist() == [
+        len(set(dm.data.user_history(u)[: dm.split.train_end[u]].tolist())) for u in users.tolist()
+    ]
     other = fitted[0].users_of("eval")[:1]
     with pytest.raises(ValueError, match="not simulated by this environment"):
         env.reset(other)
@@ -160,7 +170,9 @@ def test_click_probabilities_are_probabilities(fitted):
     assert ((alone >= 0) & (alone <= 1)).all()
     # one new item alone is clicked with exactly its calibrated click probability
     fresh = (~state.consumed[:, 1:]).float().argmax(1, keepdim=True) + 1
-    torch.testing.assert_close(env.click_probabilities(fresh)[:, 0], env.model.click_probability(state.response, fresh)[:, 0])
+    torch.testing.assert_close(
+        env.click_probabilities(fresh)[:, 0], env.model.click_probability(state.response, fresh)[:, 0]
+    )
 
 
 def test_the_chain_successor_is_clicked_far_more_than_a_random_item(fitted):
@@ -188,7 +200,9 @@ def test_ignored_slates_end_the_episode_and_nothing_happens_after(fitted):
 
 
 def test_forbid_mode_repeats_earn_nothing_and_cost_patience_allow_mode_clicks_them(fitted):
-    env, _ = environment(fitted, repeats="forbid", initial_patience=100.0, ignore_cost=1.0, repeat_cost=0.5, max_steps=50)
+    env, _ = environment(
+        fitted, repeats="forbid", initial_patience=100.0, ignore_cost=1.0, repeat_cost=0.5, max_steps=50
+    )
     state = env.reset(env.users)
     consumed = state.history[:, -3:]  # three items each user has consumed
     for _ in range(5):

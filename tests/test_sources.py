@@ -79,10 +79,35 @@ def test_bundled_fingerprint_follows_the_bytes(tmp_path):
 
 # --- MovieLens zips ---------------------------------------------------------------------------
 
-GENRES_100K = "".join(f"{name}|{index}\n" for index, name in enumerate(
-    ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
-)) + "\n"
+GENRES_100K = (
+    "".join(
+        f"{name}|{index}\n"
+        for index, name in enumerate(
+            [
+                "unknown",
+                "Action",
+                "Adventure",
+                "Animation",
+                "Children's",
+                "Comedy",
+                "Crime",
+                "Documentary",
+                "Drama",
+                "Fantasy",
+                "Film-Noir",
+                "Horror",
+                "Musical",
+                "Mystery",
+                "Romance",
+                "Sci-Fi",
+                "Thriller",
+                "War",
+                "Western",
+            ]
+        )
+    )
+    + "\n"
+)
 
 
 def fake_zip(root: Path, version: str) -> Path:
@@ -92,25 +117,37 @@ def fake_zip(root: Path, version: str) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         prefix = f"ml-{version}/"
         if version == "100k":
-            archive.writestr(prefix + "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t5\t881250950\n")
+            archive.writestr(
+                prefix + "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t5\t881250950\n"
+            )
             flags_toy = "|".join(["0", "0", "0", "1", "1", "1"] + ["0"] * 13)
             flags_unknown = "|".join(["1"] + ["0"] * 18)
             archive.writestr(
                 prefix + "u.item",
-                ("242|Kolya (1996)|24-Jan-1997||http://x|" + flags_toy + "\n"
-                 "302|Café Noir|01-Jan-1995||http://y|" + flags_unknown + "\n").encode("latin-1"),
+                (
+                    "242|Kolya (1996)|24-Jan-1997||http://x|" + flags_toy + "\n"
+                    "302|Café Noir|01-Jan-1995||http://y|" + flags_unknown + "\n"
+                ).encode("latin-1"),
             )
             archive.writestr(prefix + "u.genre", GENRES_100K)
         elif version == "1m":
-            archive.writestr(prefix + "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
+            archive.writestr(
+                prefix + "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
+            )
             archive.writestr(
                 prefix + "movies.dat",
-                "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::Amélie: \"Le\" Film (2001)::Comedy|Romance\n"
-                .encode("latin-1"),
+                '1193::One Flew Over the Cuckoo\'s Nest (1975)::Drama\n661::Amélie: "Le" Film (2001)::Comedy|Romance\n'.encode(
+                    "latin-1"
+                ),
             )
         else:
-            archive.writestr(prefix + "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,4.0,1112484676\n")
-            archive.writestr(prefix + "movies.csv", 'movieId,title,genres\n2,"Jumanji, The (1995)",Adventure|Fantasy\n29,Bad,(no genres listed)\n')
+            archive.writestr(
+                prefix + "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,4.0,1112484676\n"
+            )
+            archive.writestr(
+                prefix + "movies.csv",
+                'movieId,title,genres\n2,"Jumanji, The (1995)",Adventure|Fantasy\n29,Bad,(no genres listed)\n',
+            )
             archive.writestr(prefix + "tags.csv", "userId,movieId,tag,timestamp\n1,2,magic,1\n3,2,fun,2\n4,2,magic,3\n")
     return path
 
@@ -119,7 +156,11 @@ def test_movielens_100k_format(tmp_path):
     fake_zip(tmp_path, "100k")
     raw = MovieLens("100k", root=str(tmp_path), download=False).load()
     assert raw.name == "ml-100k"
-    assert raw.interactions.values.tolist() == [[196, 242, 881250949, 3.0], [186, 302, 891717742, 3.0], [196, 302, 881250950, 5.0]]
+    assert raw.interactions.values.tolist() == [
+        [196, 242, 881250949, 3.0],
+        [186, 302, 891717742, 3.0],
+        [196, 302, 881250950, 5.0],
+    ]
     items = raw.items.set_index("item")
     assert items.loc[242].tolist() == ["Kolya", 1996, "Animation, Children's, Comedy"]
     assert items.loc[302].tolist() == ["Café Noir", 1995, "unknown"]  # latin-1 title, year from release date
@@ -201,7 +242,13 @@ def test_interaction_file_csv_with_custom_columns_and_items(tmp_path):
     path = write(tmp_path / "clicks.csv", "uid;iid;ts;stars\n007;b;20;4\n007;a;10;5\n\nx;a;5;1.5\n")
     item_path = write(tmp_path / "meta.csv", 'iid,title,price\na,"Apple, red",1.5\nb,Banana,\n')
     raw = InteractionFile(
-        path, item_path=item_path, user_col="uid", item_col="iid", timestamp_col="ts", rating_col="stars", item_id_col="iid"
+        path,
+        item_path=item_path,
+        user_col="uid",
+        item_col="iid",
+        timestamp_col="ts",
+        rating_col="stars",
+        item_id_col="iid",
     ).load()
     assert raw.name == "clicks"
     assert raw.interactions.values.tolist() == [["007", "b", 20, 4.0], ["007", "a", 10, 5.0], ["x", "a", 5, 1.5]]
@@ -219,7 +266,13 @@ def test_interaction_file_tsv_iso_dates_and_file_order(tmp_path):
 
 def test_interaction_file_parquet_datetimes_and_id_alignment(tmp_path):
     frame = pd.DataFrame(
-        {"user": [1, 1, 2], "item": [10, 11, 10], "timestamp": pd.to_datetime(["1970-01-01 00:00:02", "1970-01-01 00:00:03", "1970-01-01 00:00:01.5"], format="ISO8601")}
+        {
+            "user": [1, 1, 2],
+            "item": [10, 11, 10],
+            "timestamp": pd.to_datetime(
+                ["1970-01-01 00:00:02", "1970-01-01 00:00:03", "1970-01-01 00:00:01.5"], format="ISO8601"
+            ),
+        }
     )
     frame.to_parquet(tmp_path / "events.parquet")
     item_path = write(tmp_path / "items.csv", "item,title\n10,Ten\n11,Eleven\n")
@@ -242,10 +295,22 @@ def test_interaction_file_parquet_errors_name_the_row(tmp_path):
         ("user,item,timestamp\n", {}, r"bad\.csv: no data rows"),
         ("user,item,timestamp\n1,2,3\n1,2,3,4\n", {"sep": ","}, r"bad\.csv: cannot parse .*line 3, saw 4$"),
         ("user,item\n1,2\n", {}, r"bad\.csv: missing column 'timestamp' \(columns found: 'user', 'item'\)"),
-        ("user,item,timestamp\n1,2,3\n1,2,yesterday\n", {}, r"bad\.csv: line 3, field 'timestamp': 'yesterday' is not a number"),
-        ("user,item,timestamp,r\n1,2,3,4\n\n1,2,4,five\n", {"rating_col": "r"}, r"bad\.csv: line 4, field 'r': 'five' is not a number"),
+        (
+            "user,item,timestamp\n1,2,3\n1,2,yesterday\n",
+            {},
+            r"bad\.csv: line 3, field 'timestamp': 'yesterday' is not a number",
+        ),
+        (
+            "user,item,timestamp,r\n1,2,3,4\n\n1,2,4,five\n",
+            {"rating_col": "r"},
+            r"bad\.csv: line 4, field 'r': 'five' is not a number",
+        ),
         ("user,item,timestamp\n1,,3\n", {}, r"bad\.csv: line 2, field 'item': value is missing"),
-        ("user,item,timestamp\n1,2,2024-01-01\n1,2,2024-13-45\n1,2,2024-01-02\n", {}, r"line 3, field 'timestamp': '2024-13-45' is not an ISO 8601"),
+        (
+            "user,item,timestamp\n1,2,2024-01-01\n1,2,2024-13-45\n1,2,2024-01-02\n",
+            {},
+            r"line 3, field 'timestamp': '2024-13-45' is not an ISO 8601",
+        ),
     ],
 )
 def test_interaction_file_errors(tmp_path, text, kwargs, pattern):
@@ -282,7 +347,11 @@ def test_user_per_line_file(tmp_path):
     raw = UserPerLineFile(path).load()
     assert raw.name == "Beauty" and raw.items is None
     assert raw.interactions.values.tolist() == [
-        ["1", "5", 0], ["1", "3", 1], ["1", "5", 2], ["2", "7", 0], ["2", "8", 1]
+        ["1", "5", 0],
+        ["1", "3", 1],
+        ["1", "5", 2],
+        ["2", "7", 0],
+        ["2", "8", 1],
     ]
     assert raw.interactions["timestamp"].dtype == "int64"
 
@@ -337,8 +406,14 @@ def test_recbole_atomic_without_item_file_or_timestamp(tmp_path):
     ("inter", "pattern"),
     [
         ("user_id:token\titem_id:str\n1\t2\n", r"d\.inter: line 1, field 'item_id:str': expected 'name:type'"),
-        ("user_id:token\titem_id:token\n1\t2\n", r"d\.inter: missing column 'timestamp' \(columns found: 'user_id', 'item_id'\)"),
-        ("user_id:token\titem_id:token\ttimestamp:float\trating:float\n1\t2\t3\t4\n1\t2\t3\tgood\n", r"d\.inter: line 3, field 'rating': 'good' is not a number"),
+        (
+            "user_id:token\titem_id:token\n1\t2\n",
+            r"d\.inter: missing column 'timestamp' \(columns found: 'user_id', 'item_id'\)",
+        ),
+        (
+            "user_id:token\titem_id:token\ttimestamp:float\trating:float\n1\t2\t3\t4\n1\t2\t3\tgood\n",
+            r"d\.inter: line 3, field 'rating': 'good' is not a number",
+        ),
     ],
 )
 def test_recbole_atomic_errors(tmp_path, inter, pattern):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from tiny_plm import save_tiny_bert
+from trainers import quiet_trainer
 
 from lightning_rec.data import SequenceDataModule
 from lightning_rec.data.errors import DataError
@@ -22,8 +23,7 @@ from lightning_rec.encoders.plm import (
     model_fingerprint,
     resolve_model_path,
 )
-from lightning_rec.tasks.text_encoding import ItemTextEncoder
-from trainers import quiet_trainer
+from lightning_rec.stages.text_encoding import ItemTextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_encode_stage_runs_through_lightning_rec_predict(chain_csv, bert, tmp_pa
             f"--data.source.path={chain_csv}",
             f"--data.source.item_path={chain_csv.replace('.csv', '_items.csv')}",
             "--data.cache_dir=null",
-            "--model=lightning_rec.tasks.text_encoding.ItemTextEncoder",
+            "--model=lightning_rec.stages.text_encoding.ItemTextEncoder",
             f"--model.output={output}",
             f"--model.model_name={bert}",
             "--model.template={title}",

@@ -2,7 +2,9 @@
 
 import lightning as L
 
-QUIET = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+QUIET = dict(
+    accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+)
 
 
 def quiet_trainer(**overrides) -> L.Trainer:

@@ -7,8 +7,8 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
 from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, training_windows
@@ -23,7 +23,7 @@ class ItemCatalog:
     """What item encoders and baselines need to know about the items."""
 
     num_items: int
-    info: "object"  # pandas DataFrame, row i-1 describes item i (columns: item, title, text columns)
+    info: object  # pandas DataFrame, row i-1 describes item i (columns: item, title, text columns)
     popularity: torch.Tensor  # FloatTensor[num_items + 1]: training-event count of each item (0 for padding)
 
 
@@ -60,7 +60,9 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         self.save_hyperparameters(ignore=["source"])
         self.source = source if source is not None else MovieLensLatestSmall()
-        self.options = PreprocessOptions(min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history)
+        self.options = PreprocessOptions(
+            min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history
+        )
         self.data: SequenceData | None = None
         self.split: Split | None = None
         self.cold_items: torch.Tensor | None = None  # BoolTensor[num_items + 1]: withheld from training
@@ -77,7 +79,9 @@ class SequenceDataModule(L.LightningDataModule):
             self.split = leave_one_out(self.data)
         else:
             self.split = temporal_split(self.data, self.hparams.val_fraction, self.hparams.test_fraction)
-        self.cold_items = draw_cold_items(self.data.num_items, self.hparams.cold_item_fraction, self.hparams.cold_item_seed)
+        self.cold_items = draw_cold_items(
+            self.data.num_items, self.hparams.cold_item_fraction, self.hparams.cold_item_seed
+        )
         if len(self.split.test_users) == 0:
             raise DataError("no user can be evaluated: leave-one-out needs users with at least 3 interactions")
 
@@ -86,10 +90,14 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader(WindowDataset(windows), self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(UserDataset(self.data, self.split.val_users, self.split.val_positions, self.hparams.max_len))
+        return self._loader(
+            UserDataset(self.data, self.split.val_users, self.split.val_positions, self.hparams.max_len)
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(UserDataset(self.data, self.split.test_users, self.split.test_positions, self.hparams.max_len))
+        return self._loader(
+            UserDataset(self.data, self.split.test_users, self.split.test_positions, self.hparams.max_len)
+        )
 
     def predict_dataloader(self) -> DataLoader:
         stage = self.trainer.lightning_module if self.trainer is not None else None

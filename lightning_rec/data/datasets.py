@@ -58,7 +58,9 @@ class UserDataset(Dataset):
     """One row per (user, position): the input is the max_len events before the position and the
     history mask all of them; the target is the event at the position (absent when predicting)."""
 
-    def __init__(self, data: SequenceData, users: torch.Tensor, positions: torch.Tensor, max_len: int, with_target: bool = True):
+    def __init__(
+        self, data: SequenceData, users: torch.Tensor, positions: torch.Tensor, max_len: int, with_target: bool = True
+    ):
         self.data, self.users, self.positions = data, users, positions
         self.max_len, self.with_target = max_len, with_target
 

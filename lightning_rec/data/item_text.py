@@ -26,7 +26,9 @@ def render_item_texts(info: pd.DataFrame, template: str = DEFAULT_TEMPLATE) -> l
         raise DataError(f"item text template {template!r} names no column (write columns as {{title}})")
     missing = [f for f in fields if f not in info.columns]
     if missing:
-        raise DataError(f"item text template {template!r}: the item table has no column {missing}; it has {list(info.columns)}")
+        raise DataError(
+            f"item text template {template!r}: the item table has no column {missing}; it has {list(info.columns)}"
+        )
     columns = {f: info[f].astype("string").fillna("").tolist() for f in dict.fromkeys(fields)}
     return [template.format(**row) for row in (dict(zip(columns, values)) for values in zip(*columns.values()))]
 

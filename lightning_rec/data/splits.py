@@ -44,13 +44,19 @@ def temporal_split(data: SequenceData, val_fraction: float = 0.1, test_fraction:
     """One global time cut for validation and one for test, as in deployment: train on the past,
     then predict each user's first event after the cut from everything before it."""
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError(f"temporal split needs 0 < val_fraction, test_fraction and a sum < 1; got {val_fraction}, {test_fraction}")
+        raise ValueError(
+            f"temporal split needs 0 < val_fraction, test_fraction and a sum < 1; got {val_fraction}, {test_fraction}"
+        )
     t_val, t_test = torch.quantile(
         data.timestamps, torch.tensor([1 - val_fraction - test_fraction, 1 - test_fraction], dtype=torch.float64)
     ).tolist()
     user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
-    before_val = torch.zeros(data.num_users, dtype=torch.long).index_add_(0, user_of_event, (data.timestamps < t_val).long())
-    before_test = torch.zeros(data.num_users, dtype=torch.long).index_add_(0, user_of_event, (data.timestamps < t_test).long())
+    before_val = torch.zeros(data.num_users, dtype=torch.long).index_add_(
+        0, user_of_event, (data.timestamps < t_val).long()
+    )
+    before_test = torch.zeros(data.num_users, dtype=torch.long).index_add_(
+        0, user_of_event, (data.timestamps < t_test).long()
+    )
     lengths = data.lengths
     # validation target: the first event in [t_val, t_test); test target: the first event at or after t_test
     val_ok = (before_val >= 1) & (before_val < before_test)
@@ -75,7 +81,9 @@ def draw_cold_items(num_items: int, fraction: float, seed: int = 0) -> torch.Ten
     return cold
 
 
-def training_sequences(data: SequenceData, train_end: torch.Tensor, cold: torch.Tensor) -> tuple[SequenceData, torch.Tensor]:
+def training_sequences(
+    data: SequenceData, train_end: torch.Tensor, cold: torch.Tensor
+) -> tuple[SequenceData, torch.Tensor]:
     """The training prefixes with every event of a `cold` item removed, as sequences plus per-user
     training ends (their lengths), so windows and popularity are built from them unchanged. Evaluation
     keeps the full sequences: cold items appear in test histories and as test targets."""
@@ -87,5 +95,7 @@ def training_sequences(data: SequenceData, train_end: torch.Tensor, cold: torch.
     lengths = torch.bincount(user_of_event[keep], minlength=data.num_users)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
     ratings = data.ratings[keep] if data.ratings is not None else None
-    kept = dataclasses.replace(data, items=data.items[keep], timestamps=data.timestamps[keep], ratings=ratings, offsets=offsets)
+    kept = dataclasses.replace(
+        data, items=data.items[keep], timestamps=data.timestamps[keep], ratings=ratings, offsets=offsets
+    )
     return kept, lengths

@@ -61,9 +61,13 @@ def read_embeddings(path: str | Path) -> tuple[torch.Tensor, dict]:
     except Exception as error:
         raise EmbeddingCacheError(f"embedding cache {path} is unreadable ({type(error).__name__}: {error})") from error
     if table.dim() != 2 or table.dtype != torch.float32:
-        raise EmbeddingCacheError(f"embedding cache {path}: expected a float32 [N + 1, d] table, got {table.dtype} {list(table.shape)}")
+        raise EmbeddingCacheError(
+            f"embedding cache {path}: expected a float32 [N + 1, d] table, got {table.dtype} {list(table.shape)}"
+        )
     if metadata.pop("sha256", None) != table_checksum(table):
-        raise EmbeddingCacheError(f"embedding cache {path}: the table does not match its checksum (file altered or corrupt)")
+        raise EmbeddingCacheError(
+            f"embedding cache {path}: the table does not match its checksum (file altered or corrupt)"
+        )
     return table, metadata
 
 

@@ -32,7 +32,10 @@ class GRUEncoder(SequenceEncoder):
         steps = torch.arange(length, device=x.device)
         to_front = ((steps + shift) % length).unsqueeze(-1)  # row r, step t <- position t + shift
         packed = pack_padded_sequence(
-            self.input_drop(x).gather(1, to_front.expand_as(x)), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            self.input_drop(x).gather(1, to_front.expand_as(x)),
+            lengths.clamp(min=1).cpu(),
+            batch_first=True,
+            enforce_sorted=False,
         )
         states, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=length)
         back = ((steps - shift) % length).unsqueeze(-1)

@@ -50,7 +50,9 @@ class PLMHistoryEncoder(SequenceEncoder):
         if item_max_tokens < 2:
             raise ValueError(f"item_max_tokens must be at least 2 (one token and the separator), got {item_max_tokens}")
         if self.separator is None:
-            raise ValueError(f"tokenizer of {model_name!r} has neither a [SEP] nor an end-of-sequence token to separate items")
+            raise ValueError(
+                f"tokenizer of {model_name!r} has neither a [SEP] nor an end-of-sequence token to separate items"
+            )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.language_model.dim, dim)
 
@@ -63,7 +65,12 @@ class PLMHistoryEncoder(SequenceEncoder):
         if catalog.info is not None:
             texts = render_item_texts(catalog.info, self.template)
             encoded = self.language_model.tokenizer(
-                texts, add_special_tokens=False, truncation=True, max_length=width - 1, padding="max_length", return_tensors="pt"
+                texts,
+                add_special_tokens=False,
+                truncation=True,
+                max_length=width - 1,
+                padding="max_length",
+                return_tensors="pt",
             )
             counts = encoded["attention_mask"].sum(1)
             tokens[1:, : width - 1] = encoded["input_ids"]
@@ -77,7 +84,9 @@ class PLMHistoryEncoder(SequenceEncoder):
         tokens, oldest first; when too long, the oldest tokens go."""
         recent = input[:, -self.max_items :]
         tokens = self.item_tokens[recent].flatten(1)  # [B, k * width]
-        valid = (torch.arange(self.item_max_tokens, device=input.device) < self.item_lengths[recent].unsqueeze(-1)).flatten(1)
+        valid = (
+            torch.arange(self.item_max_tokens, device=input.device) < self.item_lengths[recent].unsqueeze(-1)
+        ).flatten(1)
         order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices  # real tokens first, in order
         tokens, count = tokens.gather(1, order), valid.sum(1)
         room = self.language_model.max_length - 1

@@ -57,7 +57,9 @@ class TextItemEncoder(ItemEncoder):
     """Frozen language-model vectors from the encode stage's cache, through the whitening MoE adaptor.
     Only the adaptor trains, so the model transfers to items whose text it has never seen."""
 
-    def __init__(self, embeddings: str, dim: int = 64, num_experts: int = 8, dropout: float = 0.2, init_std: float = 0.02):
+    def __init__(
+        self, embeddings: str, dim: int = 64, num_experts: int = 8, dropout: float = 0.2, init_std: float = 0.02
+    ):
         super().__init__()
         self.embeddings, self.dim = embeddings, dim
         self.num_experts, self.dropout, self.init_std = num_experts, dropout, init_std
@@ -119,10 +121,14 @@ class PLMItemEncoder(ItemEncoder):
     def build(self, catalog) -> None:
         length = self.language_model.max_length
         if catalog.info is None:  # loading a checkpoint: the buffers' values come from it
-            tokens = {k: torch.zeros(catalog.num_items, length, dtype=torch.long) for k in ("input_ids", "attention_mask")}
+            tokens = {
+                k: torch.zeros(catalog.num_items, length, dtype=torch.long) for k in ("input_ids", "attention_mask")
+            }
         else:
             texts = render_item_texts(catalog.info, self.template)
-            encoded = self.language_model.tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+            encoded = self.language_model.tokenizer(
+                texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
+            )
             tokens = {k: encoded[k] for k in ("input_ids", "attention_mask")}
         self.register_buffer("input_ids", tokens["input_ids"])
         self.register_buffer("attention_mask", tokens["attention_mask"])
@@ -142,7 +148,9 @@ class PLMItemEncoder(ItemEncoder):
         for start in range(0, len(self.input_ids), self.chunk_size):
             mask = self.attention_mask[start : start + self.chunk_size]
             width = int(mask.sum(1).max())  # drop the columns that are padding in the whole chunk
-            vectors.append(self.language_model(self.input_ids[start : start + self.chunk_size, :width], mask[:, :width]))
+            vectors.append(
+                self.language_model(self.input_ids[start : start + self.chunk_size, :width], mask[:, :width])
+            )
         table = self.adaptor(torch.cat(vectors))
         table = torch.cat([table.new_zeros(1, self.dim), table])
         if not self.training:

@@ -61,7 +61,15 @@ class TransformerEncoder(SequenceEncoder):
     whatever the amount of left padding.
     """
 
-    def __init__(self, dim: int = 64, num_layers: int = 2, num_heads: int = 2, max_len: int = 200, dropout: float = 0.2, causal: bool = True):
+    def __init__(
+        self,
+        dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        max_len: int = 200,
+        dropout: float = 0.2,
+        causal: bool = True,
+    ):
         super().__init__()
         self.dim, self.causal, self.max_len = dim, causal, max_len
         self.positions = nn.Embedding(max_len, dim)

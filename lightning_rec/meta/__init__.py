@@ -1,12 +1,12 @@
 """Meta-learning across users: tasks (cold-start users, user segments), inner loops, outer loops."""
 
+from lightning_rec.meta.adaptive_heads import Adapter, StateHead, UserHead
+from lightning_rec.meta.adaptive_policy import AdaptivePolicy
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
 from lightning_rec.meta.datamodule import MetaDataModule
-from lightning_rec.meta.heads import Adapter, StateHead, UserHead
 from lightning_rec.meta.inner import InnerLoop
 from lightning_rec.meta.kmeans import kmeans
-from lightning_rec.meta.policy import AdaptivePolicy
-from lightning_rec.meta.tasks import TaskBatch, cold_start_tasks, segment_tasks
+from lightning_rec.meta.task_batch import TaskBatch, cold_start_tasks, segment_tasks
 
 __all__ = [
     "AdaptivePolicy",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from lightning_rec.meta.inner import InnerLoop, Params
-from lightning_rec.meta.tasks import TaskBatch
+from lightning_rec.meta.task_batch import TaskBatch
 
 
 class MetaAlgorithm:
@@ -38,7 +38,9 @@ class FOMAML(MetaAlgorithm):
         gradient.update({n: g for n, g in zip(frozen, grads[len(fast) :]) if g is not None})
         rates = loop.policy.learned_rates()
         if rates:
-            rate_grads = torch.autograd.grad(list(adapted.values()), [rates[n] for n in adapted], grads[: len(fast)], allow_unused=True)
+            rate_grads = torch.autograd.grad(
+                list(adapted.values()), [rates[n] for n in adapted], grads[: len(fast)], allow_unused=True
+            )
             gradient.update({loop.policy.rate_name(n): g for n, g in zip(adapted, rate_grads) if g is not None})
         return gradient, loss.detach()
 

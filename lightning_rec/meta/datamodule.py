@@ -11,7 +11,14 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_rec.data.datamodule import SequenceDataModule
 from lightning_rec.data.errors import DataError
 from lightning_rec.meta.kmeans import kmeans
-from lightning_rec.meta.tasks import ColdStartTaskDataset, Segments, SegmentTaskDataset, TaskBatch, cold_start_tasks, segment_tasks
+from lightning_rec.meta.task_batch import (
+    ColdStartTaskDataset,
+    Segments,
+    SegmentTaskDataset,
+    TaskBatch,
+    cold_start_tasks,
+    segment_tasks,
+)
 from lightning_rec.meta.users import encoder_states, genre_taste
 
 
@@ -100,9 +107,13 @@ class MetaDataModule(SequenceDataModule):
         if not 0 <= held_out_segments < num_segments:
             raise ValueError(f"held_out_segments={held_out_segments} must be in [0, num_segments={num_segments})")
         if not (0 < val_fraction_users and 0 < test_fraction_users and val_fraction_users + test_fraction_users < 1):
-            raise ValueError(f"user fractions must be positive with a sum < 1, got {val_fraction_users}, {test_fraction_users}")
+            raise ValueError(
+                f"user fractions must be positive with a sum < 1, got {val_fraction_users}, {test_fraction_users}"
+            )
         self.max_k = max([*train_ks, *test_ks, val_k])
-        self.segment_window = segment_window if segment_window is not None else self.hparams.max_len  # what the encoder reads
+        self.segment_window = (
+            segment_window if segment_window is not None else self.hparams.max_len
+        )  # what the encoder reads
         self.users: dict[str, torch.Tensor] | None = None
 
     # -- who is in which part --------------------------------------------------------------------
@@ -113,7 +124,9 @@ class MetaDataModule(SequenceDataModule):
         hp, generator = self.hparams, torch.Generator().manual_seed(self.hparams.seed)
         eligible = torch.nonzero(self.split.train_end >= 2).squeeze(1)
         if len(eligible) < hp.num_segments:
-            raise DataError(f"only {len(eligible)} users have 2 or more training events; need at least num_segments={hp.num_segments}")
+            raise DataError(
+                f"only {len(eligible)} users have 2 or more training events; need at least num_segments={hp.num_segments}"
+            )
         self.assignment = torch.full((self.data.num_users,), -1, dtype=torch.long)
         self.assignment[eligible] = kmeans(self.user_representations()[eligible], hp.num_segments, seed=hp.seed)[0]
         order = torch.randperm(hp.num_segments, generator=generator)
@@ -137,31 +150,60 @@ class MetaDataModule(SequenceDataModule):
     def user_representations(self) -> torch.Tensor:
         if self.hparams.segment_by == "genre":
             return genre_taste(self.data, self.split.train_end)
-        from lightning_rec.tasks.recommender import SequentialRecommender
+        from lightning_rec.stages.pretraining import SequentialRecommender
 
-        recommender = SequentialRecommender.load_from_checkpoint(self.hparams.encoder_checkpoint, map_location="cpu", weights_only=False)
+        recommender = SequentialRecommender.load_from_checkpoint(
+            self.hparams.encoder_checkpoint, map_location="cpu", weights_only=False
+        )
         states = encoder_states(recommender, self.data, self.split.train_end, self.segment_window)
         return torch.nn.functional.normalize(states, dim=1)
 
     # -- loaders ---------------------------------------------------------------------------------
     def train_dataloader(self) -> dict[str, DataLoader]:
         hp = self.hparams
-        loaders = {"cold_start": self._tasks(ColdStartTaskDataset(self.data, self.users["train"], hp.train_ks, hp.num_query, self.max_k, anywhere=hp.train_anywhere, end=self.split.train_end), shuffle=True)}
+        loaders = {
+            "cold_start": self._tasks(
+                ColdStartTaskDataset(
+                    self.data,
+                    self.users["train"],
+                    hp.train_ks,
+                    hp.num_query,
+                    self.max_k,
+                    anywhere=hp.train_anywhere,
+                    end=self.split.train_end,
+                ),
+                shuffle=True,
+            )
+        }
         if hp.segment_tasks_per_epoch > 0:
             segments = Segments(self.assignment, self.users["train"])
-            dataset = SegmentTaskDataset(self.data, self.split.train_end, segments, self.train_segments, hp.segment_tasks_per_epoch, hp.support_windows, hp.segment_query, self.segment_window)
+            dataset = SegmentTaskDataset(
+                self.data,
+                self.split.train_end,
+                segments,
+                self.train_segments,
+                hp.segment_tasks_per_epoch,
+                hp.support_windows,
+                hp.segment_query,
+                self.segment_window,
+            )
             loaders["segment"] = self._tasks(dataset, shuffle=False)
         return loaders
 
     def val_dataloader(self) -> DataLoader:
         hp = self.hparams
-        dataset = ColdStartTaskDataset(self.data, self.users["val"], [hp.val_k], hp.num_query, self.max_k, f"cold_start/k{hp.val_k}")
+        dataset = ColdStartTaskDataset(
+            self.data, self.users["val"], [hp.val_k], hp.num_query, self.max_k, f"cold_start/k{hp.val_k}"
+        )
         return self._tasks(dataset, eval=True)
 
     def test_dataloader(self) -> list[DataLoader]:
         hp = self.hparams
         loaders = [
-            self._tasks(ColdStartTaskDataset(self.data, self.users["test"], [k], hp.num_query, self.max_k, f"cold_start/k{k}"), eval=True)
+            self._tasks(
+                ColdStartTaskDataset(self.data, self.users["test"], [k], hp.num_query, self.max_k, f"cold_start/k{k}"),
+                eval=True,
+            )
             for k in hp.test_ks
         ]
         if hp.held_out_segments > 0:
@@ -169,7 +211,9 @@ class MetaDataModule(SequenceDataModule):
         return loaders
 
     def predict_dataloader(self) -> DataLoader:
-        dataset = OnlineReplayDataset(self.data, self.users["test"], self.hparams.online_start, self.hparams.online_horizon)
+        dataset = OnlineReplayDataset(
+            self.data, self.users["test"], self.hparams.online_start, self.hparams.online_horizon
+        )
         return self._tasks(dataset, eval=True)
 
     def held_out_segment_tasks(self) -> TaskBatch:
@@ -179,13 +223,24 @@ class MetaDataModule(SequenceDataModule):
         generator = torch.Generator().manual_seed(hp.seed + 1)
         segments = Segments(self.assignment, self.users["held_out"])
         support_users = segments.sample(self.held_out, hp.support_windows, generator)
-        members = [segments.members[segments.first[s] : segments.first[s] + segments.counts[s]] for s in self.held_out.tolist()]
+        members = [
+            segments.members[segments.first[s] : segments.first[s] + segments.counts[s]] for s in self.held_out.tolist()
+        ]
         query_users = torch.nn.utils.rnn.pad_sequence(members, batch_first=True, padding_value=-1)
         test_position = torch.zeros(self.data.num_users, dtype=torch.long)
         test_position[self.split.test_users] = self.split.test_positions
         query_positions = torch.where(query_users >= 0, test_position[query_users.clamp(min=0)], 1)
         query_users = torch.where(query_positions > 0, query_users, -1)  # users without a test event
-        return segment_tasks(self.data, self.held_out, support_users, self.split.train_end[support_users], query_users, query_positions.clamp(min=1), self.segment_window, "segment/held_out")
+        return segment_tasks(
+            self.data,
+            self.held_out,
+            support_users,
+            self.split.train_end[support_users],
+            query_users,
+            query_positions.clamp(min=1),
+            self.segment_window,
+            "segment/held_out",
+        )
 
     def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False) -> DataLoader:
         size = self.hparams.eval_tasks_per_batch if eval else self.hparams.tasks_per_batch

@@ -21,9 +21,9 @@ from typing import Literal
 import torch
 from torch.func import functional_call, grad, vmap
 
-from lightning_rec.meta.environment import Episodes, TaskEnvironment
-from lightning_rec.meta.policy import AdaptivePolicy
-from lightning_rec.meta.tasks import TaskBatch
+from lightning_rec.meta.adaptive_policy import AdaptivePolicy
+from lightning_rec.meta.task_batch import TaskBatch
+from lightning_rec.meta.task_environment import Episodes, TaskEnvironment
 
 Params = dict[str, torch.Tensor]
 InnerLoss = Literal["next_item", "policy_gradient"]
@@ -38,7 +38,15 @@ class InnerLoop:
     """Adapts `names` of `policy`'s parameters with `steps` steps of SGD at rate `lr`, or at the
     policy's learned per-weight rates where it has them (Meta-SGD, `AdaptivePolicy.learn_inner_rates`)."""
 
-    def __init__(self, policy: AdaptivePolicy, names: list[str], steps: int, lr: float, loss: InnerLoss = "next_item", environment: TaskEnvironment | None = None):
+    def __init__(
+        self,
+        policy: AdaptivePolicy,
+        names: list[str],
+        steps: int,
+        lr: float,
+        loss: InnerLoss = "next_item",
+        environment: TaskEnvironment | None = None,
+    ):
         if steps < 0 or lr < 0:
             raise ValueError(f"inner loop needs steps >= 0 and lr >= 0, got steps={steps}, lr={lr}")
         if loss == "policy_gradient" and environment is None:
@@ -65,7 +73,9 @@ class InnerLoop:
             return None
         return self.policy.recommender.item_encoder()
 
-    def hidden(self, input: torch.Tensor, items: torch.Tensor | None, inference: bool = False, last: bool = False) -> torch.Tensor | None:
+    def hidden(
+        self, input: torch.Tensor, items: torch.Tensor | None, inference: bool = False, last: bool = False
+    ) -> torch.Tensor | None:
         """The recommender's states of input [T, B, L] for every task at once (`AdaptivePolicy.body`),
         attached to autograd where it is on; None when they depend on the adapted weights."""
         if not self.head_only or items is None:
@@ -73,11 +83,20 @@ class InnerLoop:
         return self.policy.body(input, items, inference, last)
 
     # -- losses of one task (vmapped over tasks) ---------------------------------------------------
-    def _call(self, fast: Params, frozen: Params, items: torch.Tensor | None, *args: torch.Tensor | None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def _call(
+        self,
+        fast: Params,
+        frozen: Params,
+        items: torch.Tensor | None,
+        *args: torch.Tensor | None,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return functional_call(self.policy, (fast, frozen), args, {"items": items, "hidden": hidden})
 
     def _supervised(self, with_query: bool):
-        def loss(fast, frozen, items, support_input, support_target, query_input, query_target, support_hidden, query_hidden):
+        def loss(
+            fast, frozen, items, support_input, support_target, query_input, query_target, support_hidden, query_hidden
+        ):
             value = self._call(fast, frozen, items, support_input, support_target, hidden=support_hidden)
             if with_query:
                 value = value + self._call(fast, frozen, items, query_input, query_target, hidden=query_hidden)
@@ -85,14 +104,25 @@ class InnerLoop:
 
         return loss
 
-    def _reinforce(self, fast: Params, frozen: Params, items: torch.Tensor | None, histories: torch.Tensor, slates: torch.Tensor, advantages: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def _reinforce(
+        self,
+        fast: Params,
+        frozen: Params,
+        items: torch.Tensor | None,
+        histories: torch.Tensor,
+        slates: torch.Tensor,
+        advantages: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """-sum advantage * log-probability of each shown slate item, per live step [M, ...]."""
         scores = self._call(fast, frozen, items, histories, hidden=hidden)
         log_probs = torch.log_softmax(scores / self.environment.temperature, dim=-1).gather(1, slates)
         log_probs = log_probs.masked_fill(slates == 0, 0.0)
         return -(advantages * log_probs.sum(1)).sum() / (advantages != 0).sum().clamp(min=1)
 
-    def _episodes(self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None) -> Episodes:
+    def _episodes(
+        self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None
+    ) -> Episodes:
         """Episodes of every task's policy `fast`, with the states it acted on when they are cached."""
         _, frozen = self.split()
         states = []
@@ -100,7 +130,11 @@ class InnerLoop:
         def act(histories: torch.Tensor) -> torch.Tensor:
             hidden = self.hidden(histories, items, inference=True, last=True)
             states.append(hidden)
-            play = vmap(lambda f, h, s: self._call(f, frozen, items, h, hidden=s), in_dims=(0, 0, _dim(hidden)), randomness="different")
+            play = vmap(
+                lambda f, h, s: self._call(f, frozen, items, h, hidden=s),
+                in_dims=(0, 0, _dim(hidden)),
+                randomness="different",
+            )
             return play(fast, histories, hidden)
 
         episodes = self.environment.play(environment, tasks, act, explore)
@@ -113,16 +147,27 @@ class InnerLoop:
         t, u, s = episodes.alive.shape
         histories = episodes.histories.view(t, u * s, -1)
         hidden = episodes.hidden
-        if hidden is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.policy.recommender.parameters()):
+        if (
+            hidden is not None
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.policy.recommender.parameters())
+        ):
             hidden = self.hidden(histories, items, inference=True, last=True)
         hidden = None if hidden is None else hidden.reshape(t, u * s, *hidden.shape[-2:])
-        return (histories, episodes.slates.view(t, u * s, -1), episodes.advantages(self.environment.discount).view(t, u * s), hidden)
+        return (
+            histories,
+            episodes.slates.view(t, u * s, -1),
+            episodes.advantages(self.environment.discount).view(t, u * s),
+            hidden,
+        )
 
     def _in_environment(self, tasks: TaskBatch) -> bool:
         return self.loss == "policy_gradient" and bool((tasks.segment >= 0).all())
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fast_weights(self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False, items: torch.Tensor | None = None) -> Iterator[Params]:
+    def fast_weights(
+        self, tasks: TaskBatch, steps: int | None = None, with_query: bool = False, items: torch.Tensor | None = None
+    ) -> Iterator[Params]:
         """Adapted parameters [T, ...] before the first step and after each of `steps` (default
         self.steps) steps on the support set (and the query rows too when `with_query`, as Reptile's
         inner loop trains on all of a task's data). Nothing returned requires grad but through learned
@@ -135,24 +180,39 @@ class InnerLoop:
         with torch.no_grad():
             support_hidden = self.hidden(tasks.support_input, items)
             query_hidden = self.hidden(tasks.query_input, items) if with_query else None
-        supervised = vmap(grad(self._supervised(with_query)), in_dims=(0, None, None, 0, 0, 0, 0, _dim(support_hidden), _dim(query_hidden)), randomness="different")
+        supervised = vmap(
+            grad(self._supervised(with_query)),
+            in_dims=(0, None, None, 0, 0, 0, 0, _dim(support_hidden), _dim(query_hidden)),
+            randomness="different",
+        )
         yield fast
         for _ in range(self.steps if steps is None else steps):
             current = {n: w.detach() for n, w in fast.items()}
             if self._in_environment(tasks):
                 with torch.no_grad():
                     inputs = self._reinforce_inputs(self._episodes(current, tasks, "train", True, items), items)
-                reinforce = vmap(grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")
+                reinforce = vmap(
+                    grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different"
+                )
                 grads = reinforce(current, frozen, items, *inputs)
             else:
-                grads = supervised(current, frozen, items, tasks.support_input, tasks.support_target, tasks.query_input, tasks.query_target, support_hidden, query_hidden)
+                grads = supervised(
+                    current,
+                    frozen,
+                    items,
+                    tasks.support_input,
+                    tasks.support_target,
+                    tasks.query_input,
+                    tasks.query_target,
+                    support_hidden,
+                    query_hidden,
+                )
             fast = {n: fast[n] - rates.get(n, self.lr) * grads[n] for n in fast}
             yield fast
 
     def adapt(self, tasks: TaskBatch, with_query: bool = False, items: torch.Tensor | None = None) -> Params:
         """The parameters after all inner steps."""
-        for fast in self.fast_weights(tasks, with_query=with_query, items=items):
-            pass
+        *_, fast = self.fast_weights(tasks, with_query=with_query, items=items)
         return fast
 
     def query_loss(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,11 +221,23 @@ class InnerLoop:
         query rows, or the REINFORCE loss of fresh episodes in the "train" simulator."""
         _, frozen = self.split()
         if self._in_environment(tasks):
-            episodes = self._episodes({n: w.detach() for n, w in fast.items()}, tasks, "train", True, None if items is None else items.detach())
+            episodes = self._episodes(
+                {n: w.detach() for n, w in fast.items()},
+                tasks,
+                "train",
+                True,
+                None if items is None else items.detach(),
+            )
             inputs = self._reinforce_inputs(episodes, items)
-            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")(fast, frozen, items, *inputs)
+            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")(
+                fast, frozen, items, *inputs
+            )
         hidden = self.hidden(tasks.query_input, items)
-        query = vmap(lambda f, i, t, s: self._call(f, frozen, items, i, t, hidden=s), in_dims=(0, 0, 0, _dim(hidden)), randomness="different")
+        query = vmap(
+            lambda f, i, t, s: self._call(f, frozen, items, i, t, hidden=s),
+            in_dims=(0, 0, 0, _dim(hidden)),
+            randomness="different",
+        )
         return query(fast, tasks.query_input, tasks.query_target, hidden)
 
     @torch.no_grad()
@@ -174,17 +246,25 @@ class InnerLoop:
         return self.hidden(tasks.query_input, items, inference=True, last=True)
 
     @torch.no_grad()
-    def query_scores(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def query_scores(
+        self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Scores of all items for every query row [T, Q, N + 1], history masked; `hidden` from
         `query_hidden` (computed here when not given)."""
         _, frozen = self.split()
         hidden = self.query_hidden(tasks, items) if hidden is None else hidden
-        scores = vmap(lambda f, i, h, s: self._call(f, frozen, items, i, None, h, hidden=s), in_dims=(0, 0, 0, _dim(hidden)), randomness="different")
+        scores = vmap(
+            lambda f, i, h, s: self._call(f, frozen, items, i, None, h, hidden=s),
+            in_dims=(0, 0, 0, _dim(hidden)),
+            randomness="different",
+        )
         return scores(fast, tasks.query_input, tasks.query_history, hidden)
 
     @torch.no_grad()
     def returns(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """Return of greedy episodes in the "eval" simulator [T, U] (tasks it can play only)."""
         rows = self.environment.task_rows("eval", tasks)
-        episodes = self._episodes({n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", False, items)
+        episodes = self._episodes(
+            {n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", False, items
+        )
         return episodes.returns

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def kmeans(x: torch.Tensor, num_clusters: int, iterations: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor, num_clusters: int, iterations: int = 50, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster the rows of x [M, D]; returns (assignment LongTensor[M], centroids [num_clusters, D]).
 
     k-means++ seeding (each new centre drawn with probability proportional to the squared distance

@@ -10,7 +10,9 @@ from lightning_rec.data.preprocess import SequenceData
 
 
 @torch.no_grad()
-def encoder_states(recommender, data: SequenceData, train_end: torch.Tensor, max_len: int = 50, batch_size: int = 256) -> torch.Tensor:
+def encoder_states(
+    recommender, data: SequenceData, train_end: torch.Tensor, max_len: int = 50, batch_size: int = 256
+) -> torch.Tensor:
     """The pretrained sequence encoder's state after each user's last `max_len` training events,
     [num_users, D]: what the policy itself believes about the user, so segments group users the
     policy treats alike."""
@@ -26,7 +28,9 @@ def encoder_states(recommender, data: SequenceData, train_end: torch.Tensor, max
     return torch.cat(states)
 
 
-def genre_taste(data: SequenceData, train_end: torch.Tensor, column: str = "genres", separator: str = "|") -> torch.Tensor:
+def genre_taste(
+    data: SequenceData, train_end: torch.Tensor, column: str = "genres", separator: str = "|"
+) -> torch.Tensor:
     """Share of each genre among each user's training events, [num_users, num_genres]."""
     if column not in data.item_info.columns:
         raise DataError(f"genre segments need an item column {column!r}; the items have {list(data.item_info.columns)}")
@@ -37,5 +41,7 @@ def genre_taste(data: SequenceData, train_end: torch.Tensor, column: str = "genr
     user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
     position = torch.arange(len(data.items)) - data.offsets[user_of_event]
     train = position < train_end[user_of_event]
-    taste = torch.zeros(data.num_users, genres.shape[1]).index_add_(0, user_of_event[train], item_genres[data.items[train]])
+    taste = torch.zeros(data.num_users, genres.shape[1]).index_add_(
+        0, user_of_event[train], item_genres[data.items[train]]
+    )
     return taste / taste.sum(1, keepdim=True).clamp(min=1e-9)

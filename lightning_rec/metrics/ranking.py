@@ -81,7 +81,12 @@ class MRRAtK(RankCutoffMetric):
         return 1.0 / (ranks + 1)
 
 
-_RANK_METRICS: dict[str, type[RankCutoffMetric]] = {"recall": RecallAtK, "ndcg": NDCGAtK, "hr": HitRateAtK, "mrr": MRRAtK}
+_RANK_METRICS: dict[str, type[RankCutoffMetric]] = {
+    "recall": RecallAtK,
+    "ndcg": NDCGAtK,
+    "hr": HitRateAtK,
+    "mrr": MRRAtK,
+}
 
 
 def ranking_metrics(ks: Sequence[int] = (10, 20), num_items: int | None = None, prefix: str = "") -> MetricCollection:

@@ -33,11 +33,17 @@ class UserBehaviour:
         no_click_utility: float = 0.0,
     ):
         if max_steps < 1 or initial_patience <= 0:
-            raise ValueError(f"UserBehaviour needs max_steps >= 1 and initial_patience > 0, got {max_steps}, {initial_patience}")
+            raise ValueError(
+                f"UserBehaviour needs max_steps >= 1 and initial_patience > 0, got {max_steps}, {initial_patience}"
+            )
         if repeats not in ("forbid", "allow"):
             raise ValueError(f"UserBehaviour.repeats must be 'forbid' or 'allow', got {repeats!r}")
         self.max_steps, self.initial_patience = max_steps, initial_patience
-        self.ignore_cost, self.dissatisfaction_cost, self.satisfied_rating = ignore_cost, dissatisfaction_cost, satisfied_rating
+        self.ignore_cost, self.dissatisfaction_cost, self.satisfied_rating = (
+            ignore_cost,
+            dissatisfaction_cost,
+            satisfied_rating,
+        )
         self.repeat_cost, self.repeats, self.no_click_utility = repeat_cost, repeats, no_click_utility
 
     def choice_probabilities(self, utilities: torch.Tensor, clickable: torch.Tensor) -> torch.Tensor:
@@ -46,20 +52,26 @@ class UserBehaviour:
         no_click = torch.full_like(utilities[:, :1], self.no_click_utility)
         return torch.softmax(torch.cat([utilities, no_click], dim=1), dim=1)
 
-    def choose(self, utilities: torch.Tensor, clickable: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def choose(
+        self, utilities: torch.Tensor, clickable: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Sampled slate position each user clicks [B], -1 for no click."""
         probs = self.choice_probabilities(utilities, clickable)
         choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return torch.where(choice == utilities.shape[1], -1, choice)
 
-    def satisfaction(self, rating: torch.Tensor | None, rating_range: torch.Tensor | None, clicked: torch.Tensor) -> torch.Tensor:
+    def satisfaction(
+        self, rating: torch.Tensor | None, rating_range: torch.Tensor | None, clicked: torch.Tensor
+    ) -> torch.Tensor:
         """Reward of each user's step: the click's rating rescaled to [0, 1], or 1 per click without ratings."""
         if rating is None:
             return clicked.float()
         low, high = rating_range
         return clicked * ((rating - low) / (high - low)).clamp(0, 1)
 
-    def patience_cost(self, clicked: torch.Tensor, repeats_shown: torch.Tensor, rating: torch.Tensor | None) -> torch.Tensor:
+    def patience_cost(
+        self, clicked: torch.Tensor, repeats_shown: torch.Tensor, rating: torch.Tensor | None
+    ) -> torch.Tensor:
         """Patience each user loses this step [B]."""
         cost = self.ignore_cost * (~clicked).float()
         if rating is not None:

@@ -14,7 +14,9 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     """Mean |observed frequency - predicted probability| over equal-width probability bins,
     weighted by the share of predictions in each bin."""
     if probs.shape != labels.shape or probs.numel() == 0:
-        raise ValueError(f"ECE needs non-empty probs and labels of one shape, got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"ECE needs non-empty probs and labels of one shape, got {tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
     probs, labels = probs.flatten().double(), labels.flatten().double()
     bin_of = (probs * bins).long().clamp(max=bins - 1)
     count = torch.bincount(bin_of, minlength=bins).double()

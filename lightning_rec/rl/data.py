@@ -39,7 +39,12 @@ class LoggedWindowDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices)
         items = self.windows["items"][idx]
-        batch = {"user": self.windows["user"][idx], "end": self.windows["end"][idx], "input": items[:, :-1], "target": items[:, 1:]}
+        batch = {
+            "user": self.windows["user"][idx],
+            "end": self.windows["end"][idx],
+            "input": items[:, :-1],
+            "target": items[:, 1:],
+        }
         if "ratings" in self.windows:
             batch["rating"] = self.windows["ratings"][idx, 1:]
         return batch

@@ -58,7 +58,9 @@ class RecomputedStates(EpisodeStates):
         self.hidden = self._encode(torch.arange(len(sequence), device=sequence.device))
 
     def _encode(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.recommender.encode(self.sequence[rows])[torch.arange(len(rows), device=rows.device), self.slot[rows]]
+        return self.recommender.encode(self.sequence[rows])[
+            torch.arange(len(rows), device=rows.device), self.slot[rows]
+        ]
 
     def _advance(self, rows: torch.Tensor) -> None:
         self.hidden[rows] = self._encode(rows)
@@ -75,7 +77,9 @@ class CachedTransformerStates(EpisodeStates):
         self.encoder, self.items = encoder, recommender.item_encoder()
         length = sequence.shape[1]
         self.filled = sequence != 0
-        x = self.items[sequence] * math.sqrt(encoder.dim) + encoder.positions(torch.arange(length - 1, -1, -1, device=sequence.device))
+        x = self.items[sequence] * math.sqrt(encoder.dim) + encoder.positions(
+            torch.arange(length - 1, -1, -1, device=sequence.device)
+        )
         allowed = attention_mask(~self.filled, causal=True)
         self.keys, self.values = [], []
         for block in encoder.blocks:
@@ -107,7 +111,9 @@ class CachedTransformerStates(EpisodeStates):
             q, k, v = self._qkv(block, x)
             self.keys[layer][rows, :, slot] = k[:, :, 0]
             self.values[layer][rows, :, slot] = v[:, :, 0]
-            attended = F.scaled_dot_product_attention(q, self.keys[layer][rows], self.values[layer][rows], attn_mask=allowed)
+            attended = F.scaled_dot_product_attention(
+                q, self.keys[layer][rows], self.values[layer][rows], attn_mask=allowed
+            )
             x = self._finish(block, x, attended)
         self.hidden[rows] = encoder.norm(x)[:, 0]
 

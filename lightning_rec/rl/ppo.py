@@ -10,10 +10,9 @@ import torch
 
 from lightning_rec.rl.advantages import generalized_advantages
 from lightning_rec.rl.algorithm import PolicyAlgorithm
-from lightning_rec.rl.heads import ValueHead
 from lightning_rec.rl.slates import Anchor, slate_log_probs, topk_correction
+from lightning_rec.rl.value_heads import ValueHead
 from lightning_rec.softmax import log_probs_at
-
 
 PER_ACTION = ("policy_loss", "clipped_share")  # loss terms averaged over actions; the rest over live steps
 
@@ -81,10 +80,12 @@ class PPO(PolicyAlgorithm):
             values = self.value(episodes.states, progress.expand(len(valid), -1))
             old_click = episodes.clicked_log_probs
             old_slate = slate_log_probs(episodes.log_probs)
-            anchor = Anchor.cat([
-                Anchor.of(tuner.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
-                for rows in tuner.minibatches(len(valid), min(self.minibatch_users, chunk_users), shuffle=False)
-            ])
+            anchor = Anchor.cat(
+                [
+                    Anchor.of(tuner.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
+                    for rows in tuner.minibatches(len(valid), min(self.minibatch_users, chunk_users), shuffle=False)
+                ]
+            )
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)
@@ -93,11 +94,23 @@ class PPO(PolicyAlgorithm):
         updates = 0
         for _ in range(self.epochs):
             for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=True):
-                live_steps, actions = valid[rows].sum().clamp(min=1), self._actions(episodes, rows)[1].sum().clamp(min=1)
+                live_steps, actions = (
+                    valid[rows].sum().clamp(min=1),
+                    self._actions(episodes, rows)[1].sum().clamp(min=1),
+                )
                 for chunk in rows.split(chunk_users):  # one optimiser step per minibatch, in chunks that fit
-                    terms = self._terms(tuner, episodes, chunk, advantages, returns, old_click, old_slate, anchor[chunk], progress)
-                    terms = {key: value / (actions if key in PER_ACTION else live_steps) for key, value in terms.items()}
-                    loss = terms["policy_loss"] + self.value_coef * terms["value_loss"] - self.entropy_coef * terms["entropy"] + self.kl_coef * terms["kl"]
+                    terms = self._terms(
+                        tuner, episodes, chunk, advantages, returns, old_click, old_slate, anchor[chunk], progress
+                    )
+                    terms = {
+                        key: value / (actions if key in PER_ACTION else live_steps) for key, value in terms.items()
+                    }
+                    loss = (
+                        terms["policy_loss"]
+                        + self.value_coef * terms["value_loss"]
+                        - self.entropy_coef * terms["entropy"]
+                        + self.kl_coef * terms["kl"]
+                    )
                     tuner.add_gradients(loss)
                     for key, number in terms.items():
                         totals[key] = totals.get(key, 0.0) + float(number.detach())
@@ -113,7 +126,9 @@ class PPO(PolicyAlgorithm):
         actions = episodes.slates[rows] if self.credit == "slate" else episodes.clicked[rows].unsqueeze(-1)
         return actions, episodes.valid[rows].unsqueeze(-1) & (actions != 0)
 
-    def _terms(self, tuner, episodes, rows, advantages, returns, old_click, old_slate, anchor: Anchor, progress) -> dict[str, torch.Tensor]:
+    def _terms(
+        self, tuner, episodes, rows, advantages, returns, old_click, old_slate, anchor: Anchor, progress
+    ) -> dict[str, torch.Tensor]:
         """Sums over users `rows` of the loss terms: policy_loss and clipped_share over actions,
         value_loss, kl and entropy over live steps (the caller divides by the minibatch's counts)."""
         hidden, logits = tuner.episode_logits(episodes, rows)

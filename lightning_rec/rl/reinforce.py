@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from lightning_rec.rl.advantages import discounted_returns
 from lightning_rec.rl.algorithm import PolicyAlgorithm
-from lightning_rec.rl.heads import BehaviourHead, ValueHead
 from lightning_rec.rl.slates import clicked_log_probs, topk_correction
+from lightning_rec.rl.value_heads import LoggingPolicyHead, ValueHead
 
 
 class Reinforce(PolicyAlgorithm):
@@ -21,9 +21,16 @@ class Reinforce(PolicyAlgorithm):
     a click teach the policy only through the returns of the clicks before them.
     """
 
-    def __init__(self, gamma: float = 0.9, value_coef: float = 0.5, topk_correction: bool = True, minibatch_users: int = 256):
+    def __init__(
+        self, gamma: float = 0.9, value_coef: float = 0.5, topk_correction: bool = True, minibatch_users: int = 256
+    ):
         super().__init__()
-        self.gamma, self.value_coef, self.correct, self.minibatch_users = gamma, value_coef, topk_correction, minibatch_users
+        self.gamma, self.value_coef, self.correct, self.minibatch_users = (
+            gamma,
+            value_coef,
+            topk_correction,
+            minibatch_users,
+        )
 
     def build(self, tuner) -> None:
         self.value = ValueHead(tuner.state_dim)
@@ -54,17 +61,19 @@ class Reinforce(PolicyAlgorithm):
 class OffPolicyReinforce(PolicyAlgorithm):
     """REINFORCE from logged windows only: each logged next item is an action, its reward the
     rating-based satisfaction of the logged rating (1 without ratings), G_t the discounted return
-    of the rest of the window. The logging policy beta is learned alongside (BehaviourHead); each
+    of the rest of the window. The logging policy beta is learned alongside (LoggingPolicyHead); each
     term is weighted by the importance weight pi / beta, capped at `weight_cap`, times lambda_K(pi).
     """
 
-    def __init__(self, gamma: float = 0.9, weight_cap: float = 10.0, value_coef: float = 0.5, topk_correction: bool = True):
+    def __init__(
+        self, gamma: float = 0.9, weight_cap: float = 10.0, value_coef: float = 0.5, topk_correction: bool = True
+    ):
         super().__init__()
         self.gamma, self.weight_cap, self.value_coef, self.correct = gamma, weight_cap, value_coef, topk_correction
 
     def build(self, tuner) -> None:
         self.value = ValueHead(tuner.state_dim)
-        self.behaviour = BehaviourHead(tuner.state_dim)
+        self.behaviour = LoggingPolicyHead(tuner.state_dim)
 
     def update(self, tuner, batch: dict) -> dict[str, float]:
         target = batch["target"]
@@ -82,7 +91,9 @@ class OffPolicyReinforce(PolicyAlgorithm):
         behaviour_logits = self.behaviour(hidden, items)
         log_beta = torch.log_softmax(behaviour_logits, 1).gather(1, action.unsqueeze(1)).squeeze(1)
         importance = (log_pi - log_beta).detach().exp().clamp(max=self.weight_cap)
-        weight = importance * (topk_correction(log_pi.detach().exp(), tuner.hparams.slate_size) if self.correct else 1.0)
+        weight = importance * (
+            topk_correction(log_pi.detach().exp(), tuner.hparams.slate_size) if self.correct else 1.0
+        )
         value = self.value(hidden, progress)
         advantage = returns[valid] - value.detach()
         policy_loss = -(weight * advantage * log_pi).mean()

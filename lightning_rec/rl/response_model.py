@@ -87,13 +87,17 @@ class ResponseModel(nn.Module):
         which a simulator keeps per user until the user's state changes."""
         return logsumexp(self.scores(state)).squeeze(-1)
 
-    def log_probs(self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None) -> torch.Tensor:
+    def log_probs(
+        self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(item | history) of items [..., K] under the softmax over the whole catalogue
         (`normaliser`: the state's log_normaliser, if already known)."""
         normaliser = self.log_normaliser(state) if normaliser is None else normaliser
         return self.scores(state, items) - normaliser.unsqueeze(-1)
 
-    def click_logits(self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None) -> torch.Tensor:
+    def click_logits(
+        self, state: torch.Tensor, items: torch.Tensor, normaliser: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Calibrated click logits of items [..., K]: the MNL utilities of the simulated choice."""
         scale, shift = self.calibration
         return scale * self.log_probs(state, items, normaliser) + shift
@@ -111,7 +115,12 @@ class ResponseModel(nn.Module):
         user_bias = self.user_rating_bias(state)
         if items is None:
             return self.mean_rating + user_bias + query @ self.items.weight.T + self.rating_bias.weight.T
-        return self.mean_rating + user_bias + (query.unsqueeze(-2) * self.items(items)).sum(-1) + self.rating_bias(items).squeeze(-1)
+        return (
+            self.mean_rating
+            + user_bias
+            + (query.unsqueeze(-2) * self.items(items)).sum(-1)
+            + self.rating_bias(items).squeeze(-1)
+        )
 
     def rating(self, state: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted rating clamped to the data's rating range, [..., K] (None: the whole catalogue)."""

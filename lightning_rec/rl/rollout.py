@@ -21,7 +21,9 @@ class Episodes:
     rewards: torch.Tensor  # FloatTensor[B, T], 0 after the episode's end
     valid: torch.Tensor  # BoolTensor[B, T]: the step happened (a prefix of each row)
     consumed: torch.Tensor  # BoolTensor[B, N + 1]: what each user had consumed when the episode began
-    log_probs: torch.Tensor | None = None  # FloatTensor[B, T, K]: each slate item's log-probability in the sampling softmax
+    log_probs: torch.Tensor | None = (
+        None  # FloatTensor[B, T, K]: each slate item's log-probability in the sampling softmax
+    )
     sequence: torch.Tensor | None = None  # LongTensor[B, S]: a RecommenderAgent's final slot row
     slots: torch.Tensor | None = None  # LongTensor[B, T]: its state slot at each step
     states: torch.Tensor | None = None  # FloatTensor[B, T, D]: its state at each step
@@ -78,5 +80,9 @@ def rollout(
             steps["log_probs"].append(log_probs_at(logits, slates))
     episodes = Episodes(consumed=consumed, **{key: torch.stack(value, 1) for key, value in steps.items() if value})
     if isinstance(agent, RecommenderAgent):
-        episodes.sequence, episodes.slots, episodes.states = agent.states.sequence, torch.stack(agent.slots, 1), torch.stack(agent.hidden, 1)
+        episodes.sequence, episodes.slots, episodes.states = (
+            agent.states.sequence,
+            torch.stack(agent.slots, 1),
+            torch.stack(agent.hidden, 1),
+        )
     return episodes

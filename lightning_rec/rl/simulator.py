@@ -121,7 +121,9 @@ class UserSimulator:
         rating_range = self.model.rating_range if self.model.has_ratings else None
         rewards = behaviour.satisfaction(rating, rating_range, clicked)
         active = ~state.done
-        state.patience = torch.where(active, state.patience - behaviour.patience_cost(clicked, repeats.sum(1), rating), state.patience)
+        state.patience = torch.where(
+            active, state.patience - behaviour.patience_cost(clicked, repeats.sum(1), rating), state.patience
+        )
         moved = torch.cat([state.history[:, 1:], item.unsqueeze(1)], dim=1)
         state.history = torch.where(clicked.unsqueeze(1), moved, state.history)
         state.response = torch.where(clicked.unsqueeze(1), self.model.advance(state.response, item), state.response)
@@ -130,14 +132,18 @@ class UserSimulator:
         state.steps += 1
         state.left = state.left | (active & (state.patience <= 0))
         state.done = state.done | state.left | (state.steps >= behaviour.max_steps)
-        clicks = torch.zeros_like(slates, dtype=torch.bool).scatter_(1, choice.clamp(min=0).unsqueeze(1), clicked.unsqueeze(1))
+        clicks = torch.zeros_like(slates, dtype=torch.bool).scatter_(
+            1, choice.clamp(min=0).unsqueeze(1), clicked.unsqueeze(1)
+        )
         return clicks, rewards, state.done.clone()
 
     def _utilities(self, slates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated click utilities [B, K], which positions can be clicked, and which are repeats."""
         state = self.state
         if slates.ndim != 2 or slates.shape[0] != len(state.users) or slates.dtype != torch.long:
-            raise ValueError(f"slates must be a LongTensor [{len(state.users)}, K], got {slates.dtype} {tuple(slates.shape)}")
+            raise ValueError(
+                f"slates must be a LongTensor [{len(state.users)}, K], got {slates.dtype} {tuple(slates.shape)}"
+            )
         if slates.numel() and (slates.min() < 0 or slates.max() > self.num_items):
             raise ValueError(f"slate items must be ids in 0..{self.num_items} (0 = empty position)")
         shown = slates != 0

@@ -86,18 +86,18 @@ class Anchor:
 
     @classmethod
     @torch.no_grad()
-    def of(cls, logits: torch.Tensor, candidates: int) -> "Anchor":
+    def of(cls, logits: torch.Tensor, candidates: int) -> Anchor:
         """The anchor of softmax(logits [..., N + 1]), masked items at -inf."""
         top, items = logits.topk(min(candidates, logits.shape[-1]), dim=-1)
         log_probs = top - logsumexp(logits)
         return cls(items, log_probs, (1 - log_probs.exp().sum(-1)).clamp(min=0))
 
     @classmethod
-    def cat(cls, anchors: list["Anchor"]) -> "Anchor":
+    def cat(cls, anchors: list[Anchor]) -> Anchor:
         """Anchors of consecutive row blocks joined along the first dimension."""
         return cls(*(torch.cat([getattr(a, f.name) for a in anchors]) for f in dataclasses.fields(cls)))
 
-    def __getitem__(self, rows) -> "Anchor":
+    def __getitem__(self, rows) -> Anchor:
         return Anchor(self.items[rows], self.log_probs[rows], self.rest[rows])
 
     def kl_and_entropy(self, policy_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,4 +113,3 @@ class Anchor:
         kl = (p * (log_p - log_q)).sum(-1) + p_rest * (p_rest.log() - q_rest.log())
         entropy = -(p * log_p).sum(-1) - p_rest * p_rest.log()
         return kl, entropy
-

@@ -39,7 +39,9 @@ class MovieLensLatestSmall(DataSource):
         except lzma.LZMAError as error:
             raise DataError(f"{packed}: bundled file is damaged ({error}); reinstall lightning-rec") from error
         if hashlib.sha256(data).hexdigest() != expected.get(name):
-            raise DataError(f"{packed}: SHA256 of the decompressed {name} differs from SHA256SUMS; reinstall lightning-rec")
+            raise DataError(
+                f"{packed}: SHA256 of the decompressed {name} differs from SHA256SUMS; reinstall lightning-rec"
+            )
         return data
 
     def load(self) -> RawData:

@@ -109,9 +109,7 @@ def id_column(values: pd.Series, where: str, field: str, unit: str = "line") -> 
     return values
 
 
-def number_column(
-    values: pd.Series, where: str, field: str, unit: str = "line", missing_ok: bool = False
-) -> pd.Series:
+def number_column(values: pd.Series, where: str, field: str, unit: str = "line", missing_ok: bool = False) -> pd.Series:
     """float64 values, or DataError at the first non-numeric (or, unless missing_ok, missing) one."""
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() & values.notna() if missing_ok else numbers.isna()

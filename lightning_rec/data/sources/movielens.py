@@ -18,8 +18,8 @@ from lightning_rec.data.sources.movielens_format import (
     items_100k,
     movies_1m,
     movies_csv,
-    ratings_100k,
     ratings_1m,
+    ratings_100k,
     ratings_csv,
 )
 
@@ -110,7 +110,9 @@ class MovieLens(DataSource):
 
             def member(name: str) -> str:
                 if prefix + name not in present:
-                    raise DataError(f"{path}: member {prefix + name!r} not found; is this the official ml-{self.version}.zip?")
+                    raise DataError(
+                        f"{path}: member {prefix + name!r} not found; is this the official ml-{self.version}.zip?"
+                    )
                 return prefix + name
 
             def where(name: str) -> str:

@@ -23,7 +23,9 @@ from lightning_rec.data.sources.columns import (
 _TITLE_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$"
 
 
-def interactions_from(frame: pd.DataFrame, where: str, user: str, item: str, rating: str, timestamp: str) -> pd.DataFrame:
+def interactions_from(
+    frame: pd.DataFrame, where: str, user: str, item: str, rating: str, timestamp: str
+) -> pd.DataFrame:
     """Checked user/item/timestamp/rating columns from a ratings table indexed by line."""
     require_columns(frame, [user, item, rating, timestamp], where)
     return pd.DataFrame(
@@ -37,7 +39,7 @@ def interactions_from(frame: pd.DataFrame, where: str, user: str, item: str, rat
 
 
 def split_title(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """"Toy Story (1995)" -> ("Toy Story", 1995); titles without a trailing year keep their text, year NA."""
+    """ "Toy Story (1995)" -> ("Toy Story", 1995); titles without a trailing year keep their text, year NA."""
     parts = titles.str.extract(_TITLE_YEAR)
     title = parts["title"].fillna(titles.str.strip())
     year = pd.to_numeric(parts["year"]).astype("Int64")
@@ -45,7 +47,7 @@ def split_title(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def genres_text(genres: pd.Series) -> pd.Series:
-    """"Comedy|Drama" -> "Comedy, Drama"; "(no genres listed)" -> ""."""
+    """ "Comedy|Drama" -> "Comedy, Drama"; "(no genres listed)" -> ""."""
     genres = genres.fillna("").replace("(no genres listed)", "")
     return genres.str.replace("|", ", ", regex=False)
 

@@ -82,7 +82,9 @@ class RecBoleAtomic(DataSource):
         columns = {"item": id_column(frame[self.item_field], where, self.item_field)}
         for name, kind in types.items():
             if name != self.item_field:
-                columns[name] = number_column(frame[name], where, name, missing_ok=True) if kind == "float" else frame[name]
+                columns[name] = (
+                    number_column(frame[name], where, name, missing_ok=True) if kind == "float" else frame[name]
+                )
         return pd.DataFrame(columns).reset_index(drop=True)
 
     def fingerprint(self) -> str:

@@ -1,4 +1,4 @@
-""""One user per line" files (`user item item ...`), the format of SASRec and S3Rec data."""
+""" "One user per line" files (`user item item ...`), the format of SASRec and S3Rec data."""
 
 from __future__ import annotations
 

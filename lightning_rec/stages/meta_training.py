@@ -11,16 +11,16 @@ import pandas as pd
 import torch
 
 from lightning_rec.data.datamodule import ItemCatalog
+from lightning_rec.meta.adaptive_heads import StateHead
+from lightning_rec.meta.adaptive_policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
-from lightning_rec.meta.environment import TaskEnvironment
-from lightning_rec.meta.heads import StateHead
 from lightning_rec.meta.inner import InnerLoop, InnerLoss
-from lightning_rec.meta.policy import Adapt, AdaptivePolicy
-from lightning_rec.meta.report import adaptation_table, plot_curves, publish
-from lightning_rec.meta.tasks import TaskBatch
+from lightning_rec.meta.tables import adaptation_table, plot_curves, publish
+from lightning_rec.meta.task_batch import TaskBatch
+from lightning_rec.meta.task_environment import TaskEnvironment
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
-from lightning_rec.tasks.policy import load_recommender
-from lightning_rec.tasks.recommender import SequentialRecommender
+from lightning_rec.stages.fine_tuning import load_recommender
+from lightning_rec.stages.pretraining import SequentialRecommender
 
 
 def _ndcg(scores: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
@@ -79,7 +79,9 @@ class MetaPolicyOptimizer(L.LightningModule):
         if inner_loss == "policy_gradient" and environment is None:
             raise ValueError("inner_loss='policy_gradient' needs an environment (a simulator checkpoint)")
         if learn_inner_lr and isinstance(algorithm, Reptile):
-            raise ValueError("learn_inner_lr (Meta-SGD) needs FOMAML: Reptile's meta-gradient has no term for the inner rates")
+            raise ValueError(
+                "learn_inner_lr (Meta-SGD) needs FOMAML: Reptile's meta-gradient has no term for the inner rates"
+            )
         if checkpoint is not None:
             recommender = load_recommender(checkpoint)  # pretraining or fine-tuned policy, outside the CLI's context
         self.policy = AdaptivePolicy(recommender, head)
@@ -110,7 +112,9 @@ class MetaPolicyOptimizer(L.LightningModule):
             self._build()
         if self.environment is not None:
             evaluation_users = torch.cat([datamodule.users["val"], datamodule.users["test"]])
-            self.environment.attach(datamodule.data, datamodule.split.train_end, datamodule.assignment, evaluation_users)
+            self.environment.attach(
+                datamodule.data, datamodule.split.train_end, datamodule.assignment, evaluation_users
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["num_items"] = self.policy.recommender.num_items
@@ -148,7 +152,9 @@ class MetaPolicyOptimizer(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.hparams.meta_lr, weight_decay=self.hparams.weight_decay)
 
     # -- evaluation --------------------------------------------------------------------------------
-    def _curve(self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False) -> list[dict[str, torch.Tensor]]:
+    def _curve(
+        self, loop: InnerLoop, tasks: TaskBatch, steps: int, returns: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
         """Per inner step 0..steps: NDCG@k of every query row, and (`returns`) the return of each
         episode in the eval simulator. Runs with autograd on even inside Lightning's inference
         mode (the inner loop needs it). The item table is computed once for the whole curve, and so
@@ -161,7 +167,13 @@ class MetaPolicyOptimizer(L.LightningModule):
             hidden = loop.query_hidden(tasks, items)
             curve = []
             for fast in loop.fast_weights(tasks, steps, items=items):
-                point = {"ndcg": _ndcg(loop.query_scores(fast, tasks, items, hidden)[present], tasks.query_target[present], self.hparams.eval_k)}
+                point = {
+                    "ndcg": _ndcg(
+                        loop.query_scores(fast, tasks, items, hidden)[present],
+                        tasks.query_target[present],
+                        self.hparams.eval_k,
+                    )
+                }
                 if returns:
                     point["return"] = loop.returns(fast, tasks, items).flatten()
                 curve.append(point)
@@ -178,12 +190,17 @@ class MetaPolicyOptimizer(L.LightningModule):
 
     def _accumulate(self, key: tuple[str, str, int, str], values: torch.Tensor) -> None:
         """Running [sum, sum of squares, count] of one curve point."""
-        sums = torch.stack([values.sum(), values.square().sum(), torch.tensor(float(len(values)), device=values.device)])
+        sums = torch.stack(
+            [values.sum(), values.square().sum(), torch.tensor(float(len(values)), device=values.device)]
+        )
         self._test_sums[key] = self._test_sums.get(key, 0) + sums
 
     def test_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         returns = self.environment is not None
-        curves = {start: self._curve(loop, batch, self.curve_steps, returns) for start, loop in (("plain", self.plain_inner), ("meta", self.inner))}
+        curves = {
+            start: self._curve(loop, batch, self.curve_steps, returns)
+            for start, loop in (("plain", self.plain_inner), ("meta", self.inner))
+        }
         for step, (plain, meta) in enumerate(zip(curves["plain"], curves["meta"])):
             for metric in meta:  # the same rows (and, for returns, the same players and dice) for both starts
                 self._accumulate((batch.name, "plain", step, metric), plain[metric])
@@ -199,23 +216,34 @@ class MetaPolicyOptimizer(L.LightningModule):
         se = ((sums[:, 1] / count - mean.square()).clamp(min=0) / (count - 1).clamp(min=1)).sqrt()
         k = self.hparams.eval_k
         curves = pd.DataFrame(
-            [(name, start, step, f"ndcg@{k}" if metric == "ndcg" else metric, m, e, int(n)) for (name, start, step, metric), m, e, n in zip(keys, mean.tolist(), se.tolist(), sums[:, 2].tolist())],
+            [
+                (name, start, step, f"ndcg@{k}" if metric == "ndcg" else metric, m, e, int(n))
+                for (name, start, step, metric), m, e, n in zip(keys, mean.tolist(), se.tolist(), sums[:, 2].tolist())
+            ],
             columns=["tasks", "start", "step", "metric", "value", "se", "count"],
         )
         table = adaptation_table(curves, self.hparams.inner_steps)
         for row in table.itertuples(index=False):
             for column in ("plain_before", "meta_before", "plain_adapted", "meta_adapted"):
-                self.log(f"test/{row.tasks}/{column}_{row.metric}", float(getattr(row, column)), add_dataloader_idx=False)
+                self.log(
+                    f"test/{row.tasks}/{column}_{row.metric}", float(getattr(row, column)), add_dataloader_idx=False
+                )
         if self.trainer.is_global_zero:
             directory = self._report_dir()
             directory.mkdir(parents=True, exist_ok=True)
             images = {}
             for metric in dict.fromkeys(curves.metric):
-                path = images[f"adaptation_curves_{metric}"] = directory / f"adaptation_curves_{metric.replace('@', '')}.png"
+                path = images[f"adaptation_curves_{metric}"] = (
+                    directory / f"adaptation_curves_{metric.replace('@', '')}.png"
+                )
                 shown = curves[(curves.metric == metric) & (curves.start != "meta-plain")]
-                plot_curves(shown, "step", "value", "tasks", "start", path, "inner steps", f"{metric} during adaptation")
+                plot_curves(
+                    shown, "step", "value", "tasks", "start", path, "inner steps", f"{metric} during adaptation"
+                )
             publish(self.logger, directory, {"meta_test": table, "adaptation_curves": curves}, images)
-            print(f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}")
+            print(
+                f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}"
+            )
 
     def _report_dir(self) -> Path:
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "meta"
@@ -240,7 +268,12 @@ class MetaPolicyOptimizer(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         k = self.hparams.eval_k
-        frame = pd.concat(self._online).groupby(["known_events", "policy"], sort=False)[["ndcg_sum", "users"]].sum().reset_index()
+        frame = (
+            pd.concat(self._online)
+            .groupby(["known_events", "policy"], sort=False)[["ndcg_sum", "users"]]
+            .sum()
+            .reset_index()
+        )
         frame[f"ndcg@{k}"] = frame.ndcg_sum / frame.users
         curves = frame[["known_events", "policy", f"ndcg@{k}", "users"]]
         summary = curves.groupby("policy", sort=False)[f"ndcg@{k}"].mean().rename(f"mean_ndcg@{k}").reset_index()
@@ -248,6 +281,19 @@ class MetaPolicyOptimizer(L.LightningModule):
             directory = self._report_dir()
             directory.mkdir(parents=True, exist_ok=True)
             png = directory / "online_replay.png"
-            plot_curves(curves.assign(panel="online replay"), "known_events", f"ndcg@{k}", "panel", "policy", png, "events known before the ranked one", f"NDCG@{k} of each next event")
-            publish(self.logger, directory, {"online_replay": curves, "online_summary": summary}, {"online_replay": png})
-            print(f"\nonline replay (mean over time of NDCG@{k} of the next event), written to {directory}:\n{summary.to_string(index=False)}")
+            plot_curves(
+                curves.assign(panel="online replay"),
+                "known_events",
+                f"ndcg@{k}",
+                "panel",
+                "policy",
+                png,
+                "events known before the ranked one",
+                f"NDCG@{k} of each next event",
+            )
+            publish(
+                self.logger, directory, {"online_replay": curves, "online_summary": summary}, {"online_replay": png}
+            )
+            print(
+                f"\nonline replay (mean over time of NDCG@{k} of the next event), written to {directory}:\n{summary.to_string(index=False)}"
+            )

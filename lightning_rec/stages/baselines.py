@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_rec.tasks.recommender import RankingRecommender
+from lightning_rec.stages.pretraining import RankingRecommender
 
 
 class _Baseline(RankingRecommender):

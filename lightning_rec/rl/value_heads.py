@@ -19,7 +19,7 @@ class ValueHead(nn.Module):
         return self.net(torch.cat([state.detach(), progress.unsqueeze(-1)], dim=-1)).squeeze(-1)
 
 
-class BehaviourHead(nn.Module):
+class LoggingPolicyHead(nn.Module):
     """beta(item | state): the logging policy, estimated from logged (state, item) pairs by maximum
     likelihood on the policy's state and item vectors with gradients stopped (Chen et al., 2019)."""
 

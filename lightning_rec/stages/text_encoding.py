@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_rec.data.item_text import DEFAULT_TEMPLATE, render_item_texts, texts_fingerprint
 from lightning_rec.encoders.embedding_cache import cache_status, write_embeddings
-from lightning_rec.encoders.plm import DEFAULT_MODEL, DType, LanguageModel, Pooling, model_fingerprint, resolve_model_path
+from lightning_rec.encoders.plm import (
+    DEFAULT_MODEL,
+    DType,
+    LanguageModel,
+    Pooling,
+    model_fingerprint,
+    resolve_model_path,
+)
 
 
 class ItemTexts(Dataset):
@@ -135,7 +142,9 @@ class ItemTextEncoder(L.LightningModule):
         """All processes' (item, vector) rows. Predict shards are not padded to equal sizes, and
         all_gather needs equal shapes, so each shard is padded with item 0 rows first."""
         items = torch.cat(self._items) if self._items else torch.zeros(0, dtype=torch.long, device=self.device)
-        vectors = torch.cat(self._vectors) if self._vectors else torch.zeros(0, self.language_model.dim, device=self.device)
+        vectors = (
+            torch.cat(self._vectors) if self._vectors else torch.zeros(0, self.language_model.dim, device=self.device)
+        )
         most = int(self.all_gather(torch.tensor(len(items), device=self.device)).max())
         items = F.pad(items, (0, most - len(items)))
         vectors = F.pad(vectors, (0, 0, 0, most - len(vectors)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_rec.tasks.objectives import FullSoftmax
+from lightning_rec.objectives.next_item import FullSoftmax
 
 
 class MaskedItemObjective(FullSoftmax):

@@ -92,8 +92,21 @@ class SimulatorTraining(L.LightningModule):
         self.sizes: dict | None = None  # set by build, saved in checkpoints
 
     # -- sizing from the data ----------------------------------------------------------------------
-    def build(self, num_users: int, num_items: int, rating_range: tuple[float, float] | None, mean_rating: float, history_len: int) -> None:
-        self.sizes = {"num_users": num_users, "num_items": num_items, "rating_range": rating_range, "mean_rating": mean_rating, "history_len": history_len}
+    def build(
+        self,
+        num_users: int,
+        num_items: int,
+        rating_range: tuple[float, float] | None,
+        mean_rating: float,
+        history_len: int,
+    ) -> None:
+        self.sizes = {
+            "num_users": num_users,
+            "num_items": num_items,
+            "rating_range": rating_range,
+            "mean_rating": mean_rating,
+            "history_len": history_len,
+        }
         if self.hparams.partition == "users":
             env_of_user = split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed)
         else:
@@ -147,14 +160,18 @@ class SimulatorTraining(L.LightningModule):
         positions = batch["end"].unsqueeze(1) - max_len + torch.arange(max_len, device=target.device)
         return eval_events(self.event_phase[user].unsqueeze(1), positions, self.hparams.eval_fraction).long()
 
-    def environment(self, name: str, data: SequenceData, train_end: torch.Tensor, behaviour: UserBehaviour, seed: int = 0) -> UserSimulator:
+    def environment(
+        self, name: str, data: SequenceData, train_end: torch.Tensor, behaviour: UserBehaviour, seed: int = 0
+    ) -> UserSimulator:
         """The "train" or "eval" UserSimulator over `data` (the data this simulator was fit on)."""
         if data.num_users != self.sizes["num_users"] or data.num_items != self.sizes["num_items"]:
             raise ValueError(
                 f"the simulator was fit on {self.sizes['num_users']} users x {self.sizes['num_items']} items, "
                 f"the data has {data.num_users} x {data.num_items}: use the same data configuration"
             )
-        return UserSimulator(self.response_model(name), behaviour, data, train_end, self.users_of(name), self.sizes["history_len"], seed)
+        return UserSimulator(
+            self.response_model(name), behaviour, data, train_end, self.users_of(name), self.sizes["history_len"], seed
+        )
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -172,7 +189,9 @@ class SimulatorTraining(L.LightningModule):
                 total = total + self.hparams.rating_weight * rating_loss
         return total
 
-    def _losses(self, model: ResponseModel, batch: dict, mine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _losses(
+        self, model: ResponseModel, batch: dict, mine: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Losses on the targets `mine` (BoolTensor like batch["target"]), each read from its full window."""
         rows = mine.any(1)
         mine = mine[rows]
@@ -201,7 +220,9 @@ class SimulatorTraining(L.LightningModule):
             users, target = batch["user"][rows], batch["target"][rows]
             state = model.encode(batch["input"][rows])[:, -1]
             log_probs = torch.log_softmax(model.scores(state), dim=-1)
-            negative = torch.randint(1, model.num_items + 1, (len(target), self.hparams.calibration_negatives), generator=self.val_generator)
+            negative = torch.randint(
+                1, model.num_items + 1, (len(target), self.hparams.calibration_negatives), generator=self.val_generator
+            )
             negative = negative.to(self.device)
             output = {
                 "users": users,
@@ -210,7 +231,9 @@ class SimulatorTraining(L.LightningModule):
                 "ranks": pessimistic_ranks(log_probs.scatter(1, batch["history"][rows], float("-inf")), target),
             }
             if model.has_ratings:
-                output["rating_error"] = model.rating(state, target.unsqueeze(1)).squeeze(1) - self.val_rating.to(self.device)[users]
+                output["rating_error"] = (
+                    model.rating(state, target.unsqueeze(1)).squeeze(1) - self.val_rating.to(self.device)[users]
+                )
             self.val_outputs[name].append(output)
 
     def on_validation_epoch_end(self) -> None:
@@ -238,7 +261,9 @@ class SimulatorTraining(L.LightningModule):
             "ndcg@10": float(ndcg_of_ranks(ranks, 10).mean()),
             "auc": float(((logits[:, :1] > logits[:, 1:]) | ~distinct).float().mean()),
             "ece": expected_calibration_error(torch.sigmoid(scale * logits[held_out] + shift), labels[held_out], bins),
-            "ece_raw": expected_calibration_error(torch.sigmoid(logits[held_out] + theory_shift), labels[held_out], bins),
+            "ece_raw": expected_calibration_error(
+                torch.sigmoid(logits[held_out] + theory_shift), labels[held_out], bins
+            ),
         }
         if "rating_error" in outputs:
             summary["rating_rmse"] = float(outputs["rating_error"].pow(2).mean().sqrt())

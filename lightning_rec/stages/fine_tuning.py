@@ -12,8 +12,8 @@ from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.rollout import Episodes, rollout
-from lightning_rec.tasks.recommender import SequentialRecommender
-from lightning_rec.tasks.simulator_training import SimulatorTraining
+from lightning_rec.stages.pretraining import SequentialRecommender
+from lightning_rec.stages.simulation import SimulatorTraining
 
 
 def load_recommender(path: str) -> SequentialRecommender:
@@ -79,7 +79,9 @@ class PolicyFineTuner(L.LightningModule):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if supervised_coef < 0 or supervised_windows < 1:
-            raise ValueError(f"supervised_coef must be >= 0 and supervised_windows >= 1, got {supervised_coef} and {supervised_windows}")
+            raise ValueError(
+                f"supervised_coef must be >= 0 and supervised_windows >= 1, got {supervised_coef} and {supervised_windows}"
+            )
         encoder = self.recommender.sequence_encoder
         needed = context_len + self.behaviour.max_steps
         if hasattr(encoder, "max_len") and needed > encoder.max_len:
@@ -99,11 +101,17 @@ class PolicyFineTuner(L.LightningModule):
     # -- the environment -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        simulation = SimulatorTraining.load_from_checkpoint(self.hparams.simulator, map_location=self.device, weights_only=False)
-        self.train_env = simulation.environment("train", datamodule.data, datamodule.split.train_end, self.behaviour, self.hparams.seed)
+        simulation = SimulatorTraining.load_from_checkpoint(
+            self.hparams.simulator, map_location=self.device, weights_only=False
+        )
+        self.train_env = simulation.environment(
+            "train", datamodule.data, datamodule.split.train_end, self.behaviour, self.hparams.seed
+        )
         self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
         ratings = datamodule.data.ratings
-        self.rating_range = None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
+        self.rating_range = (
+            None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
+        )
 
     # -- what the algorithms use ---------------------------------------------------------------------
     def play(self, batch: dict) -> tuple[Episodes, dict[str, float]]:
@@ -111,9 +119,17 @@ class PolicyFineTuner(L.LightningModule):
         keep = self.train_env.allowed[batch["user"]]
         if not keep.any():
             raise ValueError("the batch holds no window of the training environment's users; use a larger batch_size")
-        agent = RecommenderAgent(self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature)
+        agent = RecommenderAgent(
+            self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature
+        )
         episodes = rollout(
-            self.train_env, agent, batch["user"][keep], batch["end"][keep], self.hparams.slate_size, sample=True, generator=self.generator
+            self.train_env,
+            agent,
+            batch["user"][keep],
+            batch["end"][keep],
+            self.hparams.slate_size,
+            sample=True,
+            generator=self.generator,
         )
         steps = episodes.valid.sum()
         logs = {
@@ -128,7 +144,9 @@ class PolicyFineTuner(L.LightningModule):
         """[1, steps]: each step's share of the longest episode, the value heads' time input."""
         return (torch.arange(steps, device=self.device) / self.behaviour.max_steps).unsqueeze(0)
 
-    def episode_states(self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None) -> torch.Tensor:
+    def episode_states(
+        self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None
+    ) -> torch.Tensor:
         """The states [b, T, D] of the episodes' steps for users `rows`: one pass over their slot rows."""
         recommender = self.recommender if recommender is None else recommender
         hidden = recommender.encode(episodes.sequence[rows])
@@ -153,7 +171,11 @@ class PolicyFineTuner(L.LightningModule):
         return self.behaviour.satisfaction(rating, self.rating_range, clicked)
 
     def minibatches(self, size: int, minibatch: int, shuffle: bool) -> list[torch.Tensor]:
-        order = torch.randperm(size, generator=self.generator, device=self.device) if shuffle else torch.arange(size, device=self.device)
+        order = (
+            torch.randperm(size, generator=self.generator, device=self.device)
+            if shuffle
+            else torch.arange(size, device=self.device)
+        )
         return list(order.split(minibatch))
 
     def add_gradients(self, loss: torch.Tensor) -> None:
@@ -171,7 +193,9 @@ class PolicyFineTuner(L.LightningModule):
 
     def supervised_loss(self) -> torch.Tensor:
         """The pretraining loss on `supervised_windows` random windows of the current batch."""
-        windows = torch.randperm(len(self.batch["input"]), generator=self.generator, device=self.device)[: self.hparams.supervised_windows]
+        windows = torch.randperm(len(self.batch["input"]), generator=self.generator, device=self.device)[
+            : self.hparams.supervised_windows
+        ]
         return self.recommender.pretraining_loss(self.batch["input"][windows], self.batch["target"][windows])
 
     # -- steps ---------------------------------------------------------------------------------------
@@ -194,4 +218,6 @@ class PolicyFineTuner(L.LightningModule):
     def configure_optimizers(self):
         policy = [p for p in self.recommender.parameters() if p.requires_grad]
         heads = [p for p in self.algorithm.parameters() if p.requires_grad]
-        return torch.optim.Adam([{"params": policy, "lr": self.hparams.lr}, {"params": heads, "lr": self.hparams.head_lr}])
+        return torch.optim.Adam(
+            [{"params": policy, "lr": self.hparams.lr}, {"params": heads, "lr": self.hparams.head_lr}]
+        )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_rec.meta.heads import StateHead
+from lightning_rec.meta.adaptive_heads import StateHead
 
 Adapt = Literal["all", "top_layers", "head"]
 
@@ -42,7 +42,9 @@ class AdaptivePolicy(nn.Module):
         so the outer optimizer, the meta-gradient and checkpoints treat them like the others;
         the forward pass never reads them."""
         params = dict(self.named_parameters())
-        self.inner_rates = nn.ParameterDict({n.replace(".", ":"): nn.Parameter(torch.full_like(params[n], lr)) for n in names})
+        self.inner_rates = nn.ParameterDict(
+            {n.replace(".", ":"): nn.Parameter(torch.full_like(params[n], lr)) for n in names}
+        )
 
     def learned_rates(self) -> dict[str, nn.Parameter]:
         """{adapted parameter name: its learned learning rate}; empty without `learn_inner_rates`."""
@@ -53,7 +55,9 @@ class AdaptivePolicy(nn.Module):
         """The parameter name of adapted parameter `name`'s learned learning rate."""
         return "inner_rates." + name.replace(".", ":")
 
-    def body(self, input: torch.Tensor, items: torch.Tensor, inference: bool = False, last: bool = False) -> torch.Tensor:
+    def body(
+        self, input: torch.Tensor, items: torch.Tensor, inference: bool = False, last: bool = False
+    ) -> torch.Tensor:
         """The recommender's states [..., L, D] (`last`: [..., 1, D]) for input [..., L] with any
         leading dimensions, before the head; `inference` when they are for scoring (forward without
         a target), whose input the objective may prepare first."""
@@ -66,7 +70,14 @@ class AdaptivePolicy(nn.Module):
         state = self.recommender.encode(input, items) if hidden is None else hidden
         return state if self.head is None else self.head(state)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor | None = None, history: torch.Tensor | None = None, items: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor | None = None,
+        history: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         items = self.recommender.item_encoder() if items is None else items
         if target is not None:
             states = self.states(input, items, hidden)
@@ -97,7 +108,9 @@ class AdaptivePolicy(nn.Module):
             encoder = self.recommender.sequence_encoder
             blocks = getattr(encoder, "blocks", None)
             if blocks is None or not 1 <= num_top_layers <= len(blocks):
-                raise ValueError(f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} `blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}")
+                raise ValueError(
+                    f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} `blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}"
+                )
             first = len(blocks) - num_top_layers
             prefixes += [f"recommender.sequence_encoder.blocks.{i}." for i in range(first, len(blocks))]
             prefixes += ["recommender.sequence_encoder.norm."]

@@ -22,10 +22,10 @@ import torch
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metrics
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.behaviour import UserBehaviour
-from lightning_rec.rl.report import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.rl.rollout import rollout
-from lightning_rec.tasks.policy import load_recommender
-from lightning_rec.tasks.simulator_training import SimulatorTraining
+from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
+from lightning_rec.stages.fine_tuning import load_recommender
+from lightning_rec.stages.simulation import SimulatorTraining
 
 
 class PolicyEvaluation(L.LightningModule):
@@ -60,7 +60,9 @@ class PolicyEvaluation(L.LightningModule):
         self.popularity = datamodule.train_item_counts()
         num_items = datamodule.data.num_items
         names = ["random", "popularity", *self.recommenders]
-        self.metrics = torch.nn.ModuleDict({name: ranking_metrics(self.hparams.ks, num_items, prefix="") for name in names})
+        self.metrics = torch.nn.ModuleDict(
+            {name: ranking_metrics(self.hparams.ks, num_items, prefix="") for name in names}
+        )
         self.offline_generator = torch.Generator().manual_seed(self.hparams.seed)
         self.test_ranks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
@@ -73,7 +75,9 @@ class PolicyEvaluation(L.LightningModule):
         for scores in offline.values():
             scores[:, 0] = float("-inf")
             scores.scatter_(1, history, float("-inf"))
-        offline.update({name: recommender.score(batch["input"], history) for name, recommender in self.recommenders.items()})
+        offline.update(
+            {name: recommender.score(batch["input"], history) for name, recommender in self.recommenders.items()}
+        )
         for name, scores in offline.items():
             self.metrics[name].update(scores, batch["target"])
             self.test_ranks[name].append(pessimistic_ranks(scores, batch["target"]).cpu())
@@ -84,30 +88,57 @@ class PolicyEvaluation(L.LightningModule):
         simulation = SimulatorTraining.load_from_checkpoint(hp.simulator, map_location=self.device, weights_only=False)
         env = simulation.environment("eval", data, datamodule.split.train_end, self.behaviour, hp.seed)
         users = env.users.repeat(hp.episodes_per_user)
-        agents: dict[str, SlateAgent] = {"random": RandomAgent(data.num_items, hp.seed), "popularity": PopularityAgent(self.popularity.to(self.device))}
-        agents.update({name: RecommenderAgent(recommender, hp.context_len, self.behaviour.max_steps) for name, recommender in self.recommenders.items()})
+        agents: dict[str, SlateAgent] = {
+            "random": RandomAgent(data.num_items, hp.seed),
+            "popularity": PopularityAgent(self.popularity.to(self.device)),
+        }
+        agents.update(
+            {
+                name: RecommenderAgent(recommender, hp.context_len, self.behaviour.max_steps)
+                for name, recommender in self.recommenders.items()
+            }
+        )
         rows, curves, returns = [], {}, {}
         for name, agent in agents.items():
             env.seed(hp.seed)  # the same random clicks for every policy
             episodes = rollout(env, agent, users, slate_size=hp.slate_size)
-            offline = {key: float(value) for key, value in self.metrics[name].compute().items() if key.split("@")[0] in ("recall", "ndcg")}
-            rows.append({"policy": name, **online_metrics(episodes, data.num_items), **{f"test_{key}": value for key, value in offline.items()}})
-            curves[name], returns[name] = reward_curve(episodes, self.behaviour.max_steps), episodes.rewards.sum(1).cpu()
+            offline = {
+                key: float(value)
+                for key, value in self.metrics[name].compute().items()
+                if key.split("@")[0] in ("recall", "ndcg")
+            }
+            rows.append(
+                {
+                    "policy": name,
+                    **online_metrics(episodes, data.num_items),
+                    **{f"test_{key}": value for key, value in offline.items()},
+                }
+            )
+            curves[name], returns[name] = (
+                reward_curve(episodes, self.behaviour.max_steps),
+                episodes.rewards.sum(1).cpu(),
+            )
         ranks = {name: torch.cat(batches) for name, batches in self.test_ranks.items()}
         for row in rows:
             row.update(self._versus_supervised(row["policy"], returns, ranks))
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
-        print(f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}")
+        print(
+            f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}"
+        )
         print(f"Written: {', '.join(map(str, paths.values()))}")
-        self.log_dict({f"test/{row['policy']}/{key}": value for row in rows for key, value in row.items() if key != "policy"})
+        self.log_dict(
+            {f"test/{row['policy']}/{key}": value for row in rows for key, value in row.items() if key != "policy"}
+        )
         logger = self.logger
         if hasattr(logger, "log_table"):
             logger.log_table(key="rl/evaluation", dataframe=table)
         if hasattr(logger, "log_image"):
             logger.log_image(key="rl/reward_curves", images=[str(paths["png"])])
 
-    def _versus_supervised(self, name: str, returns: dict[str, torch.Tensor], ranks: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _versus_supervised(
+        self, name: str, returns: dict[str, torch.Tensor], ranks: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
         """Return and test NDCG@k of policy `name` over the supervised policy's, with paired SEs
         (`returns`: each policy's episode returns, `ranks`: its test targets' ranks)."""
         compared = {"return": (returns[name], returns["supervised"])}

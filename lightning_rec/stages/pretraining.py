@@ -14,7 +14,7 @@ from lightning_rec.encoders.item import IDItemEncoder, ItemEncoder
 from lightning_rec.encoders.sequence import SequenceEncoder
 from lightning_rec.encoders.transformer import TransformerEncoder
 from lightning_rec.metrics import ranking_metrics
-from lightning_rec.tasks.objectives import FullSoftmax, Objective
+from lightning_rec.objectives.next_item import FullSoftmax, Objective
 
 
 class RankingRecommender(L.LightningModule):
@@ -33,7 +33,9 @@ class RankingRecommender(L.LightningModule):
         self.val_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="val/")
         self.test_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test/")
         has_cold = bool((catalog.popularity[1:] == 0).any())
-        self.test_cold_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test_cold/") if has_cold else None
+        self.test_cold_metrics = (
+            ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test_cold/") if has_cold else None
+        )
 
     @property
     def is_built(self) -> bool:
@@ -63,7 +65,9 @@ class RankingRecommender(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         scores = self._evaluate(batch, self.test_metrics)
-        if self.test_cold_metrics is not None:  # updated on every batch, even with no cold row, so DDP ranks stay in step
+        if (
+            self.test_cold_metrics is not None
+        ):  # updated on every batch, even with no cold row, so DDP ranks stay in step
             cold = self.popularity[batch["target"]] == 0
             self.test_cold_metrics.update(scores[cold], batch["target"][cold])
             self.log_dict(self.test_cold_metrics, batch_size=len(batch["target"]))

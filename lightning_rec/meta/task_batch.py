@@ -28,7 +28,9 @@ class TaskBatch:
     query_history: torch.Tensor  # LongTensor[T, Q, H], items to mask from the ranking
     query_target: torch.Tensor  # LongTensor[T, Q], 0 = no query row
     user: torch.Tensor  # LongTensor[T]: a cold-start task's user, -1 for segment tasks
-    start: torch.Tensor  # LongTensor[T]: a cold-start task's user's position after its support events, 0 for segment tasks
+    start: (
+        torch.Tensor
+    )  # LongTensor[T]: a cold-start task's user's position after its support events, 0 for segment tasks
     segment: torch.Tensor  # LongTensor[T]: a segment task's segment, -1 for cold-start tasks
     name: str = "tasks"
 
@@ -38,12 +40,14 @@ class TaskBatch:
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"]
 
-    def apply(self, fn) -> "TaskBatch":
+    def apply(self, fn) -> TaskBatch:
         """The same tasks with `fn` applied to every tensor (e.g. row selection, clone)."""
         return TaskBatch(*(fn(t) for t in self.tensors()), self.name)
 
 
-def _windows(data: SequenceData, starts: torch.Tensor, ends: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(
+    data: SequenceData, starts: torch.Tensor, ends: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, target) windows [..., length] ending at flat positions `ends` (exclusive), never before `starts`."""
     window = gather_windows(data.items, starts.flatten(), ends.flatten(), length + 1).view(*ends.shape, length + 1)
     return window[..., :-1], window[..., 1:]
@@ -74,7 +78,9 @@ def cold_start_tasks(
     present = positions < lengths.unsqueeze(1)
     ends = starts.unsqueeze(1) + positions.clamp(max=lengths.unsqueeze(1) - 1)
     query_len = max_k + num_query - 1
-    query_input = gather_windows(data.items, starts.repeat_interleave(num_query), ends.flatten(), query_len).view(len(users), num_query, query_len)
+    query_input = gather_windows(data.items, starts.repeat_interleave(num_query), ends.flatten(), query_len).view(
+        len(users), num_query, query_len
+    )
     return TaskBatch(
         support_input.unsqueeze(1),
         support_target.unsqueeze(1),
@@ -107,11 +113,25 @@ def segment_tasks(
     support_input, support_target = _windows(data, starts, starts + support_ends, window)
     q_starts = data.offsets[query_users]
     q_ends = q_starts + query_positions
-    query_input = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), window).view(*query_users.shape, window)
+    query_input = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), window).view(
+        *query_users.shape, window
+    )
     history_len = max(int(query_positions.max()), 1)
-    query_history = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), history_len).view(*query_users.shape, history_len)
+    query_history = gather_windows(data.items, q_starts.flatten(), q_ends.flatten(), history_len).view(
+        *query_users.shape, history_len
+    )
     none = torch.full_like(segments, -1)
-    return TaskBatch(support_input, support_target, query_input, query_history, data.items[q_ends] * present, none, torch.zeros_like(segments), segments, name)
+    return TaskBatch(
+        support_input,
+        support_target,
+        query_input,
+        query_history,
+        data.items[q_ends] * present,
+        none,
+        torch.zeros_like(segments),
+        segments,
+        name,
+    )
 
 
 class ColdStartTaskDataset(Dataset):
@@ -119,7 +139,17 @@ class ColdStartTaskDataset(Dataset):
     events before position end[u] of each user are used (default: all). With `anywhere`, each draw
     starts the task at a random event of the user (keeping a query event)."""
 
-    def __init__(self, data: SequenceData, users: torch.Tensor, ks: list[int], num_query: int, max_k: int, name: str = "cold_start", anywhere: bool = False, end: torch.Tensor | None = None):
+    def __init__(
+        self,
+        data: SequenceData,
+        users: torch.Tensor,
+        ks: list[int],
+        num_query: int,
+        max_k: int,
+        name: str = "cold_start",
+        anywhere: bool = False,
+        end: torch.Tensor | None = None,
+    ):
         self.end = data.lengths if end is None else end
         pairs = [(users[self.end[users] > k], k) for k in ks]  # a task needs at least one query event
         self.users = torch.cat([u for u, _ in pairs])
@@ -159,7 +189,17 @@ class SegmentTaskDataset(Dataset):
     """Meta-training tasks from segments: each index draws a segment, `support_windows` windows of
     its users' training events and `num_query` of their training events as query rows."""
 
-    def __init__(self, data: SequenceData, train_end: torch.Tensor, segments: Segments, segment_ids: torch.Tensor, num_tasks: int, support_windows: int, num_query: int, window: int):
+    def __init__(
+        self,
+        data: SequenceData,
+        train_end: torch.Tensor,
+        segments: Segments,
+        segment_ids: torch.Tensor,
+        num_tasks: int,
+        support_windows: int,
+        num_query: int,
+        window: int,
+    ):
         self.data, self.train_end, self.segments = data, train_end, segments
         self.segment_ids, self.num_tasks = segment_ids, num_tasks
         self.support_windows, self.num_query, self.window = support_windows, num_query, window

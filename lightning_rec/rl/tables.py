@@ -41,7 +41,9 @@ def reward_curve(episodes: Episodes, max_steps: int) -> tuple[list[float], list[
     return rewards.mean(0).tolist(), valid.mean(0).tolist()
 
 
-def write_report(table: pd.DataFrame, curves: dict[str, tuple[list[float], list[float]]], directory: str) -> dict[str, Path]:
+def write_report(
+    table: pd.DataFrame, curves: dict[str, tuple[list[float], list[float]]], directory: str
+) -> dict[str, Path]:
     """table.csv, table.md and reward_curves.png under `directory`; returns their paths."""
     import matplotlib
 
@@ -69,6 +71,9 @@ def write_report(table: pd.DataFrame, curves: dict[str, tuple[list[float], list[
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub table with numbers to 4 significant digits (no tabulate dependency)."""
-    cells = [[f"{value:.4g}" if isinstance(value, float) else str(value) for value in row] for row in table.itertuples(index=False)]
+    cells = [
+        [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row]
+        for row in table.itertuples(index=False)
+    ]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])

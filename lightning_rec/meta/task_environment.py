@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from lightning_rec.meta.tasks import TaskBatch
+from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.simulator import UserSimulator
 
@@ -53,19 +53,36 @@ class TaskEnvironment:
     policy-gradient inner loss.
     """
 
-    def __init__(self, checkpoint: str, behaviour: UserBehaviour | None = None, slate_size: int = 10, episodes: int = 16, temperature: float = 1.0, discount: float = 0.9, seed: int = 0):
+    def __init__(
+        self,
+        checkpoint: str,
+        behaviour: UserBehaviour | None = None,
+        slate_size: int = 10,
+        episodes: int = 16,
+        temperature: float = 1.0,
+        discount: float = 0.9,
+        seed: int = 0,
+    ):
         self.checkpoint, self.behaviour = checkpoint, behaviour if behaviour is not None else UserBehaviour()
-        self.slate_size, self.episodes, self.temperature, self.discount, self.seed = slate_size, episodes, temperature, discount, seed
+        self.slate_size, self.episodes, self.temperature, self.discount, self.seed = (
+            slate_size,
+            episodes,
+            temperature,
+            discount,
+            seed,
+        )
         self.simulators: dict[str, UserSimulator] = {}
 
     def attach(self, data, train_end: torch.Tensor, assignment: torch.Tensor, excluded: torch.Tensor) -> None:
         """Build the "train" and "eval" simulators over the data the tasks come from. Segment tasks
         draw their players from the segment's simulated users except `excluded` (the cold-start
         evaluation users, who must stay unseen)."""
-        from lightning_rec.tasks.simulator_training import SimulatorTraining
+        from lightning_rec.stages.simulation import SimulatorTraining
 
         simulation = SimulatorTraining.load_from_checkpoint(self.checkpoint, map_location="cpu", weights_only=False)
-        self.simulators = {name: simulation.environment(name, data, train_end, self.behaviour, self.seed) for name in ("train", "eval")}
+        self.simulators = {
+            name: simulation.environment(name, data, train_end, self.behaviour, self.seed) for name in ("train", "eval")
+        }
         self.members: dict[str, torch.Tensor] = {}
         for name, simulator in self.simulators.items():
             users = simulator.users.cpu()
@@ -82,7 +99,9 @@ class TaskEnvironment:
         has_members[self.assignment[self.members[name]] + 1] = True  # index 0: the -1 "no segment"
         return torch.where(tasks.user >= 0, allowed[tasks.user.clamp(min=0)], has_members[tasks.segment + 1])
 
-    def _players(self, name: str, tasks: TaskBatch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _players(
+        self, name: str, tasks: TaskBatch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Users [T, U] to play each task and where their episodes start (None: after training)."""
         if (tasks.user >= 0).all():
             return tasks.user.unsqueeze(1), tasks.start.unsqueeze(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_rec.rl.report import to_markdown
+from lightning_rec.rl.tables import to_markdown
 
 
 def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -20,15 +20,37 @@ def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
         point = group.set_index(["start", "step"])
         value = point["value"]
         rows.append(
-            (tasks, metric, int(point["count"]["meta", steps]), value["plain", 0], value["meta", 0], value["plain", steps], value["meta", steps], value["meta-plain", steps], point["se"]["meta-plain", steps])
+            (
+                tasks,
+                metric,
+                int(point["count"]["meta", steps]),
+                value["plain", 0],
+                value["meta", 0],
+                value["plain", steps],
+                value["meta", steps],
+                value["meta-plain", steps],
+                point["se"]["meta-plain", steps],
+            )
         )
-    columns = ["tasks", "metric", "rows", "plain_before", "meta_before", "plain_adapted", "meta_adapted", "adapted_gain", "adapted_gain_se"]
+    columns = [
+        "tasks",
+        "metric",
+        "rows",
+        "plain_before",
+        "meta_before",
+        "plain_adapted",
+        "meta_adapted",
+        "adapted_gain",
+        "adapted_gain_se",
+    ]
     table = pd.DataFrame(rows, columns=columns)
     table.insert(7, "meta_vs_plain_adapted", table.meta_adapted / table.plain_adapted)
     return table
 
 
-def plot_curves(frame: pd.DataFrame, x: str, y: str, panel: str, line: str, path: Path, xlabel: str, title: str) -> None:
+def plot_curves(
+    frame: pd.DataFrame, x: str, y: str, panel: str, line: str, path: Path, xlabel: str, title: str
+) -> None:
     """One panel per value of `panel`, one line per value of `line`, `y` against `x`."""
     import matplotlib
 
