@@ -58,8 +58,12 @@ demo-meta: setup
 	    --model.init_args.checkpoint $(PRETRAINED) --data.init_args.split leave_one_out --data.init_args.cold_start_users random \
 	    --data.init_args.test_ks '[5]' --model.init_args.curve_steps 3 --ckpt_path $(OUT)/meta/checkpoints/last.ckpt
 
+# Lint and format check first (pyproject.toml [tool.ruff]), then the suite; the last line is pytest's summary
+# (-q here, not in pyproject's addopts: `pytest -q` on top of it is -qq, which drops the summary).
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache

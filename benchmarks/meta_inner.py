@@ -73,7 +73,8 @@ def main() -> None:
         f"seconds per meta-step, cached states: {[round(s, 1) for s in cached]}, median {statistics.median(cached):.1f}"
     )
     print(
-        f"seconds per meta-step, every history encoded again: {[round(s, 1) for s in encoded]}, median {statistics.median(encoded):.1f}"
+        f"seconds per meta-step, every history encoded again: {[round(s, 1) for s in encoded]}, "
+        f"median {statistics.median(encoded):.1f}"
     )
     print(f"speed-up: {statistics.median(encoded) / statistics.median(cached):.2f}x")
 

@@ -90,8 +90,9 @@ def main() -> None:
         rollouts.append(time.perf_counter() - start)
     assert episodes.valid.all(), "every user should stay all steps"
     print(
-        f"PPO update ({ppo.epochs} epochs, minibatches of {ppo.minibatch_users} users) over {args.users} users x {args.steps} steps, "
-        f"{args.threads} threads: median {statistics.median(timer.seconds):.2f} s of {[round(s, 2) for s in timer.seconds]}; "
+        f"PPO update ({ppo.epochs} epochs, minibatches of {ppo.minibatch_users} users) "
+        f"over {args.users} users x {args.steps} steps, {args.threads} threads: "
+        f"median {statistics.median(timer.seconds):.2f} s of {[round(s, 2) for s in timer.seconds]}; "
         f"rollout alone median {statistics.median(rollouts):.2f} s"
     )
 

@@ -2,7 +2,8 @@
 training environment: a diagnostic for the RL stage's targets and for simulator design.
 
     python benchmarks/rl_headroom.py --simulator outputs/simulator-ml-latest-small/checkpoints/best.ckpt \
-        --supervised outputs/sasrec-ml-latest-small/checkpoints/best.ckpt --policy ppo=outputs/ppo-ml-latest-small/checkpoints/last.ckpt
+        --supervised outputs/sasrec-ml-latest-small/checkpoints/best.ckpt \
+        --policy ppo=outputs/ppo-ml-latest-small/checkpoints/last.ckpt
 
 Greedy slates in the evaluation environment (its users, the same clicks for every agent, as in
 PolicyEvaluation) from: the supervised recommender (and any --policy); an oracle that ranks by the
@@ -102,7 +103,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
     print(
-        f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, greedy slates of {recipe['slate_size']}"
+        f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, "
+        f"greedy slates of {recipe['slate_size']}"
     )
     print(table.drop(columns="coverage").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 

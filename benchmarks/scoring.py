@@ -55,7 +55,8 @@ def main() -> None:
         f"{type(model.sequence_encoder).__name__}, {args.batch} histories of {length} items, {args.threads} thread(s)"
     )
     print(
-        f"every position: {every * 1000:.1f} ms, last position: {last * 1000:.1f} ms, speed-up {every / last:.2f}x, largest difference {gap:.1e}"
+        f"every position: {every * 1000:.1f} ms, last position: {last * 1000:.1f} ms, "
+        f"speed-up {every / last:.2f}x, largest difference {gap:.1e}"
     )
 
 

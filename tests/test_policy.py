@@ -174,7 +174,9 @@ trainer:
 RECOMMENDER = """class_path: lightning_rec.stages.SequentialRecommender
   init_args:
     item_encoder: {class_path: lightning_rec.encoders.IDItemEncoder, init_args: {dim: 16}}
-    sequence_encoder: {class_path: lightning_rec.encoders.TransformerEncoder, init_args: {dim: 16, num_layers: 1, max_len: 12, dropout: 0.1}}
+    sequence_encoder:
+      class_path: lightning_rec.encoders.TransformerEncoder
+      init_args: {dim: 16, num_layers: 1, max_len: 12, dropout: 0.1}
     lr: 0.01
     warmup_steps: 1"""
 SIMULATOR = """class_path: lightning_rec.stages.simulation.SimulatorTraining
@@ -273,7 +275,8 @@ def greedy_return(world, checkpoint_or_agent) -> float:
 
 
 def ppo(credit: str) -> str:
-    return f"{{class_path: lightning_rec.rl.PPO, init_args: {{epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0, credit: {credit}}}}}"
+    settings = f"epochs: 4, minibatch_users: 64, kl_coef: 0.01, entropy_coef: 0.0, credit: {credit}"
+    return f"{{class_path: lightning_rec.rl.PPO, init_args: {{{settings}}}}}"
 
 
 def fine_tune_ppo(world, credit: str, supervised_coef: float = 0.0) -> str:
@@ -344,7 +347,7 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
         tuner.generator = torch.Generator().manual_seed(0)
         tuner.add_gradients = lambda loss: loss.backward()
         steps = []
-        tuner.apply_gradients = lambda: steps.append(
+        tuner.apply_gradients = lambda steps=steps, tuner=tuner: steps.append(
             {name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None}
         )
         tuner.eval()
@@ -381,7 +384,8 @@ def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(w
         greedy_return(world, supervised),
     )
     print(
-        f"logged loss: pretrained {pretrained:.3f}  PPO {plain_ppo:.3f}  PPO + supervised {held:.3f}; return {before:.3f} -> {after:.3f}"
+        f"logged loss: pretrained {pretrained:.3f}  PPO {plain_ppo:.3f}  PPO + supervised {held:.3f}; "
+        f"return {before:.3f} -> {after:.3f}"
     )
     assert plain_ppo > pretrained + 0.5
     assert held < pretrained + 0.25 * (plain_ppo - pretrained)

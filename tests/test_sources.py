@@ -136,9 +136,10 @@ def fake_zip(root: Path, version: str) -> Path:
             )
             archive.writestr(
                 prefix + "movies.dat",
-                '1193::One Flew Over the Cuckoo\'s Nest (1975)::Drama\n661::Amélie: "Le" Film (2001)::Comedy|Romance\n'.encode(
-                    "latin-1"
-                ),
+                (
+                    "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+                    '661::Amélie: "Le" Film (2001)::Comedy|Romance\n'
+                ).encode("latin-1"),
             )
         else:
             archive.writestr(
@@ -381,7 +382,10 @@ def test_user_per_line_fingerprint(tmp_path):
 # --- RecBoleAtomic ----------------------------------------------------------------------------
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n1\t11\t3.5\t881250950\n"
-ITEM = 'item_id:token\tmovie_title:token_seq\trelease_year:token\tprice:float\n10\tToy "Story"\t1995\t\n11\tHeat\t1995\t9.5\n'
+ITEM = (
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tprice:float\n"
+    '10\tToy "Story"\t1995\t\n11\tHeat\t1995\t9.5\n'
+)
 
 
 def test_recbole_atomic(tmp_path):

@@ -109,7 +109,8 @@ class AdaptivePolicy(nn.Module):
             blocks = getattr(encoder, "blocks", None)
             if blocks is None or not 1 <= num_top_layers <= len(blocks):
                 raise ValueError(
-                    f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} `blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}"
+                    f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} "
+                    f"`blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}"
                 )
             first = len(blocks) - num_top_layers
             prefixes += [f"recommender.sequence_encoder.blocks.{i}." for i in range(first, len(blocks))]

@@ -69,8 +69,8 @@ class MetaDataModule(SequenceDataModule):
     Meta-training cold-start tasks start at a random event of a meta-train user (`train_anywhere`:
     many more tasks than users, so the outer loop does not overfit a few hundred users' first
     events) or at their first event. Training batches are {"cold_start": TaskBatch, "segment":
-    TaskBatch} (a kind is left out when it has no tasks); validation is cold-start at `val_k`; test is cold-start at each of
-    `test_ks`, then the held-out segments; predict is the online replay of the test users.
+    TaskBatch} (a kind is left out when it has no tasks); validation is cold-start at `val_k`; test is
+    cold-start at each of `test_ks`, then the held-out segments; predict is the online replay of the test users.
     Segment tasks' windows are `segment_window` events long (default: `max_len`, what the
     pretrained encoder reads).
     """
@@ -125,7 +125,8 @@ class MetaDataModule(SequenceDataModule):
         eligible = torch.nonzero(self.split.train_end >= 2).squeeze(1)
         if len(eligible) < hp.num_segments:
             raise DataError(
-                f"only {len(eligible)} users have 2 or more training events; need at least num_segments={hp.num_segments}"
+                f"only {len(eligible)} users have 2 or more training events; "
+                f"need at least num_segments={hp.num_segments}"
             )
         self.assignment = torch.full((self.data.num_users,), -1, dtype=torch.long)
         self.assignment[eligible] = kmeans(self.user_representations()[eligible], hp.num_segments, seed=hp.seed)[0]

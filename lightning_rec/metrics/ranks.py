@@ -18,7 +18,8 @@ def check_targets(scores: Tensor, targets: Tensor) -> None:
     """Reject targets that do not name exactly one real item (1..N) per row of ``scores``."""
     if targets.ndim != 1 or targets.shape[0] != scores.shape[0]:
         raise ValueError(
-            f"targets must have shape [B] = [{scores.shape[0]}] (one item per row of scores), got {tuple(targets.shape)}"
+            f"targets must have shape [B] = [{scores.shape[0]}] (one item per row of scores), "
+            f"got {tuple(targets.shape)}"
         )
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"targets must be integer item ids, got {targets.dtype}")

@@ -9,7 +9,8 @@ from torch import nn
 
 class Objective(nn.Module):
     """`prepare` turns a training window into (model input, per-position targets, 0 = no target),
-    `prepare_inference` an evaluation input into the model input; `forward` scores the selected hidden states against items and returns the loss."""
+    `prepare_inference` an evaluation input into the model input; `forward` scores the selected hidden
+    states against items and returns the loss."""
 
     def prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return input, target * (input != 0)  # next item at every real position

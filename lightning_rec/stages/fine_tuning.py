@@ -80,7 +80,8 @@ class PolicyFineTuner(L.LightningModule):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if supervised_coef < 0 or supervised_windows < 1:
             raise ValueError(
-                f"supervised_coef must be >= 0 and supervised_windows >= 1, got {supervised_coef} and {supervised_windows}"
+                f"supervised_coef must be >= 0 and supervised_windows >= 1, "
+                f"got {supervised_coef} and {supervised_windows}"
             )
         encoder = self.recommender.sequence_encoder
         needed = context_len + self.behaviour.max_steps

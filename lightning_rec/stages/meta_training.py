@@ -242,7 +242,8 @@ class MetaPolicyOptimizer(L.LightningModule):
                 )
             publish(self.logger, directory, {"meta_test": table, "adaptation_curves": curves}, images)
             print(
-                f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n{table.to_string(index=False)}"
+                f"\nmeta-test ({self.hparams.inner_steps} inner steps), written to {directory}:\n"
+                f"{table.to_string(index=False)}"
             )
 
     def _report_dir(self) -> Path:
@@ -295,5 +296,6 @@ class MetaPolicyOptimizer(L.LightningModule):
                 self.logger, directory, {"online_replay": curves, "online_summary": summary}, {"online_replay": png}
             )
             print(
-                f"\nonline replay (mean over time of NDCG@{k} of the next event), written to {directory}:\n{summary.to_string(index=False)}"
+                f"\nonline replay (mean over time of NDCG@{k} of the next event), written to {directory}:\n"
+                f"{summary.to_string(index=False)}"
             )

@@ -124,7 +124,8 @@ class PolicyEvaluation(L.LightningModule):
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
         print(
-            f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n{table.to_string(index=False)}"
+            f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n"
+            f"{table.to_string(index=False)}"
         )
         print(f"Written: {', '.join(map(str, paths.values()))}")
         self.log_dict(

@@ -115,7 +115,8 @@ class SequentialRecommender(RankingRecommender):
         self.objective = objective if objective is not None else FullSoftmax()
         if self.item_encoder.dim != self.sequence_encoder.dim:
             raise ValueError(
-                f"item_encoder.dim={self.item_encoder.dim} differs from sequence_encoder.dim={self.sequence_encoder.dim}"
+                f"item_encoder.dim={self.item_encoder.dim} differs from "
+                f"sequence_encoder.dim={self.sequence_encoder.dim}"
             )
 
     # -- sizing from the data ----------------------------------------------------------------------

@@ -107,7 +107,8 @@ def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         name, _, kind = str(header).rpartition(":")
         if not name or kind not in FIELD_TYPES:
             raise DataError(
-                f"{where}: line 1, field {str(header)!r}: expected 'name:type' with type one of {', '.join(FIELD_TYPES)}"
+                f"{where}: line 1, field {str(header)!r}: expected 'name:type' "
+                f"with type one of {', '.join(FIELD_TYPES)}"
             )
         types[name] = kind
     frame.columns = list(types)
