@@ -134,3 +134,80 @@ def test_unknown_predict_users_are_named(chain_source):
     dm = SequenceDataModule(chain_source, cache_dir=None, predict_users=["u1", "nobody"])
     with pytest.raises(DataError, match="nobody"):
         dm.predict_user_indices()
+
+
+# --- item categories ---------------------------------------------------------------------------
+
+CATEGORY_CONFIG = """
+data:
+  class_path: lightning_rec.data.SequenceDataModule
+  init_args:
+    source:
+      class_path: lightning_rec.data.sources.InteractionFile
+      init_args: {{path: {events}, item_path: {items}}}
+    cache_dir: {cache}
+    category: {{column: kinds, pick: {pick}, sep: "|"}}
+model:
+  class_path: lightning_rec.stages.SequentialRecommender
+  init_args:
+    item_encoder: {{class_path: lightning_rec.encoders.IDItemEncoder, init_args: {{dim: 8}}}}
+    sequence_encoder:
+      class_path: lightning_rec.encoders.TransformerEncoder
+      init_args: {{dim: 8, num_layers: 1, max_len: 4}}
+trainer: {{logger: false, enable_checkpointing: false, default_root_dir: {cache}}}
+"""
+
+
+def write_category_data(tmp_path) -> tuple[str, str]:
+    events = tmp_path / "events.csv"
+    rows = [(user, item, t) for user in ("a", "b") for t, item in enumerate(["i1", "i2", "i3", "i4"])]
+    pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(events, index=False)
+    items = tmp_path / "items.csv"
+    items.write_text("item,kinds\ni1,Drama|Comedy\ni2, Comedy \ni4,\ni3,Action|Drama|War\n")
+    return str(events), str(items)
+
+
+@pytest.mark.parametrize(
+    ("pick", "ids", "names"),
+    [
+        # items in index order i1..i4; i4 has no category (id 0)
+        ("first", [0, 3, 2, 1, 0], ["Action", "Comedy", "Drama"]),
+        ("last", [0, 1, 1, 2, 0], ["Comedy", "War"]),
+        ("whole", [0, 3, 2, 1, 0], ["Action|Drama|War", "Comedy", "Drama|Comedy"]),
+    ],
+)
+def test_category_field_from_yaml_gives_one_id_per_item(tmp_path, pick, ids, names):
+    from lightning_rec.cli import RecommenderCLI
+
+    events, items = write_category_data(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(CATEGORY_CONFIG.format(events=events, items=items, cache=tmp_path, pick=pick))
+    cli = RecommenderCLI(args=["-c", str(config)], run=False)
+    catalog = cli.datamodule.catalog
+    assert catalog.categories.dtype == torch.long and catalog.categories.tolist() == ids
+    assert catalog.category_names == names
+
+
+def test_category_of_the_bundled_movielens_is_its_first_genre():
+    from lightning_rec.data.categories import CategoryField
+
+    dm = SequenceDataModule(cache_dir=None, category=CategoryField("genres", "first"))
+    catalog = dm.catalog
+    info = dm.data.item_info
+    toy_story = int(info.index[info["title"] == "Toy Story"][0]) + 1  # "Adventure, Animation, ..."
+    assert catalog.category_names[catalog.categories[toy_story] - 1] == "Adventure"
+    assert catalog.categories[0] == 0 and catalog.categories.shape == (dm.num_items + 1,)
+    no_genre = torch.as_tensor((info["genres"] == "").to_numpy())
+    assert torch.equal(catalog.categories[1:] == 0, no_genre)  # "(no genres listed)": no category
+    assert len(catalog.category_names) == 18
+
+
+def test_category_errors_name_the_column(chain_source):
+    from lightning_rec.data.categories import CategoryField
+
+    dm = SequenceDataModule(chain_source, cache_dir=None, category=CategoryField("genre"))
+    with pytest.raises(DataError, match=r"category column 'genre': .*columns: 'item', 'title'"):
+        _ = dm.catalog
+    assert SequenceDataModule(chain_source, cache_dir=None).catalog.categories is None
+    with pytest.raises(ValueError, match="pick must be"):
+        CategoryField("genres", "middle")

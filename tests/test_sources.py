@@ -377,6 +377,36 @@ def test_user_per_line_fingerprint(tmp_path):
     assert first == UserPerLineFile(path).fingerprint()
     write(tmp_path / "u.txt", "1 3 2\n")
     assert first != UserPerLineFile(path).fingerprint()
+    second = UserPerLineFile(path).fingerprint()
+    attributes = write(tmp_path / "a.json", '{"2": [7, 2]}')
+    with_attributes = UserPerLineFile(path, attributes).fingerprint()
+    assert with_attributes != second
+    write(tmp_path / "a.json", '{"2": [7, 2, 9]}')
+    assert UserPerLineFile(path, attributes).fingerprint() != with_attributes
+
+
+def test_user_per_line_file_with_s3rec_attributes(tmp_path):
+    path = write(tmp_path / "Sports.txt", "1 5 3\n2 3 9\n")
+    attributes = write(tmp_path / "Sports_item2attributes.json", '{"5": [7, 2, 8, 9], "3": [2], "4": []}')
+    raw = UserPerLineFile(path, attributes).load()
+    assert raw.items.values.tolist() == [["5", "7, 2, 8, 9"], ["3", "2"], ["4", ""]]
+    assert raw.items["item"].tolist() == ["5", "3", "4"]  # the interactions' ids are strings too
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ('{"5": [7, 2],\n "3": [2,]}', r"a\.json: line 2, column 10: not valid JSON"),
+        ("[[7, 2]]", r"a\.json: expected an object \{item: \[attribute ids\]\}, found a JSON list"),
+        ('{"5": [7, 2], "3": "2"}', r"a\.json: item '3': '2' is not a list of integer attribute ids"),
+        ('{"5": [7, 2.5]}', r"a\.json: item '5': \[7, 2\.5\] is not a list of integer attribute ids"),
+        ("", r"a\.json: file is empty"),
+    ],
+)
+def test_s3rec_attribute_errors(tmp_path, text, pattern):
+    path = write(tmp_path / "u.txt", "1 5 3\n")
+    with pytest.raises(DataError, match=pattern):
+        UserPerLineFile(path, write(tmp_path / "a.json", text)).load()
 
 
 # --- RecBoleAtomic ----------------------------------------------------------------------------

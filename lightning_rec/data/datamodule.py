@@ -11,6 +11,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
+from lightning_rec.data.categories import CategoryField, category_ids
 from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, training_windows
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import PreprocessOptions, SequenceData, load_or_build
@@ -25,6 +26,8 @@ class ItemCatalog:
     num_items: int
     info: object  # pandas DataFrame, row i-1 describes item i (columns: item, title, text columns)
     popularity: torch.Tensor  # FloatTensor[num_items + 1]: training-event count of each item (0 for padding)
+    categories: torch.Tensor | None = None  # LongTensor[num_items + 1]: category id of each item, 0 = none
+    category_names: list[str] | None = None  # name of category id c is category_names[c - 1]
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -32,7 +35,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     Training batches are windows over the whole training history (every event is a target once);
     evaluation batches hold each user's last `max_len` events, all history items (to mask them from
-    the ranking) and the target.
+    the ranking) and the target. `category` names the item column whose values are the items'
+    categories (`catalog.categories`), e.g. `{column: genres, pick: first}`.
     """
 
     def __init__(
@@ -54,12 +58,14 @@ class SequenceDataModule(L.LightningDataModule):
         predict_users: list[str] | None = None,
         cold_item_fraction: float = 0.0,
         cold_item_seed: int = 0,
+        category: CategoryField | None = None,
     ):
         super().__init__()
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         self.save_hyperparameters(ignore=["source"])
         self.source = source if source is not None else MovieLensLatestSmall()
+        self.category = category  # kept as given: the CLI's hparams hold the YAML's plain mapping
         self.options = PreprocessOptions(
             min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history
         )
@@ -116,7 +122,16 @@ class SequenceDataModule(L.LightningDataModule):
     @property
     def catalog(self) -> ItemCatalog:
         self.setup()
-        return ItemCatalog(self.data.num_items, self.data.item_info, self.train_item_counts())
+        categories, names = self.item_categories() if self.category is not None else (None, None)
+        return ItemCatalog(self.data.num_items, self.data.item_info, self.train_item_counts(), categories, names)
+
+    def item_categories(self, field: CategoryField | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Category ids [N + 1] (0 = none) and names from `field`, by default the `category` option."""
+        self.setup()
+        field = field if field is not None else self.category
+        if field is None:
+            raise DataError("no category field: set the data module's `category` (e.g. {column: genres, pick: first})")
+        return category_ids(self.data.item_info, field)
 
     def train_item_counts(self) -> torch.Tensor:
         """How often each item occurs in the training part of the sequences (popularity; 0 for cold items)."""
