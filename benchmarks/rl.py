@@ -23,11 +23,12 @@ from torch.utils.data import DataLoader
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.memory import keep_freed_memory
 from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
+from lightning_rec.rl.simulator_artifact import simulated_users
 from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
 
 class FixedEpisodes(LoggedDataModule):
-    """Training batches of exactly `users` training-environment users at the end of their logs."""
+    """Training batches of exactly `users` users of the training simulator at the end of their logs."""
 
     def __init__(self, users: torch.Tensor, updates: int, **kwargs):
         super().__init__(**kwargs)
@@ -66,9 +67,7 @@ def main() -> None:
         context_len=50 - args.steps,
         temperature=recipe.get("temperature", 1.0),
     )
-    from lightning_rec.stages.simulation import SimulatorTraining
-
-    train_users = SimulatorTraining.load_from_checkpoint(args.simulator, weights_only=False).users_of("train")
+    train_users = simulated_users(args.simulator)["train"]
     users = train_users[torch.randint(len(train_users), (args.users,), generator=torch.Generator().manual_seed(0))]
     timer = Timer()
     trainer = L.Trainer(
@@ -86,7 +85,7 @@ def main() -> None:
     rollouts = []
     for _ in range(args.updates):
         start = time.perf_counter()
-        episodes = rollout(tuner.train_env, agent, users, slate_size=tuner.hparams.slate_size, sample=True)
+        episodes = rollout(tuner.train_simulator, agent, users, slate_size=tuner.hparams.slate_size, sample=True)
         rollouts.append(time.perf_counter() - start)
     assert episodes.valid.all(), "every user should stay all steps"
     print(

@@ -33,9 +33,9 @@ from lightning_rec.rl import (
     UserSimulator,
     rollout,
 )
+from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.rl.tables import online_metrics
 from lightning_rec.stages.fine_tuning import load_recommender
-from lightning_rec.stages.simulation import SimulatorTraining
 
 
 class SimulatorModelAgent(SlateAgent):
@@ -79,10 +79,10 @@ def main() -> None:
     data = LoggedDataModule(source=MovieLensLatestSmall(), max_len=50)  # as in the recipes
     data.prepare_data()
     data.setup("fit")
-    simulation = SimulatorTraining.load_from_checkpoint(args.simulator, map_location="cpu", weights_only=False)
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]
     behaviour = UserBehaviour(**recipe["behaviour"]["init_args"])
-    env = simulation.environment(args.environment, data.data, data.split.train_end, behaviour, recipe["seed"])
+    simulators = load_simulators(args.simulator, data.data, data.split.train_end, behaviour, recipe["seed"])
+    env = simulators[args.environment]
     episodes_per_user = args.episodes or recipe["episodes_per_user"]
     users = env.users.repeat(episodes_per_user)
     recommenders = {"supervised": args.supervised, **dict(policy.split("=", 1) for policy in args.policy)}
@@ -91,7 +91,7 @@ def main() -> None:
         for name, path in recommenders.items()
     }
     for source in ("eval", "train"):
-        model = simulation.response_model(source).eval()  # no dropout in the scores
+        model = simulators[source].model  # in eval mode: no dropout in the scores
         agents[f"{source} simulator: clicks"] = SimulatorModelAgent(env, model, satisfaction=False)
         agents[f"{source} simulator: clicks + satisfaction"] = SimulatorModelAgent(env, model, satisfaction=True)
     rows = []

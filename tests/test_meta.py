@@ -648,17 +648,18 @@ def meta_cli_args(groups_source, pretrained: str, tmp_path) -> list[str]:
 
 
 def test_the_cli_starts_meta_training_from_a_pretraining_checkpoint(groups_source, tmp_path):
-    """The checkpoint is loaded while LightningCLI instantiates the model; the recommender must come
-    back with its own hyperparameters and weights, not the meta stage's arguments."""
+    """Instantiating the stage reads no checkpoint; setup loads it, and the recommender comes back
+    with its own hyperparameters and weights, not the meta stage's arguments."""
     from lightning_rec.cli import RecommenderCLI
 
     pretrained, path = pretrained_checkpoint(groups_source, tmp_path)
     cli = RecommenderCLI(args=meta_cli_args(groups_source, path, tmp_path), run=False)
-    loaded = cli.model.policy.recommender
-    assert loaded.hparams.eval_ks == pretrained.hparams.eval_ks
-    torch.testing.assert_close(loaded.item_encoder.embedding.weight, pretrained.item_encoder.embedding.weight)
+    assert cli.model.policy is None
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 2
+    loaded = cli.model.plain.recommender  # the frozen copy of the start, as loaded
+    assert loaded.hparams.eval_ks == pretrained.hparams.eval_ks
+    torch.testing.assert_close(loaded.item_encoder.embedding.weight, pretrained.item_encoder.embedding.weight)
 
 
 def test_an_environment_given_at_test_time_reports_returns_for_a_checkpoint_trained_without_one(

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from trainers import quiet_trainer
 
 from lightning_rec.data import ItemCatalog
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
@@ -258,15 +259,14 @@ def greedy_return(world, checkpoint_or_agent) -> float:
     from lightning_rec.rl import LoggedDataModule, UserBehaviour
     from lightning_rec.rl.agents import RecommenderAgent
     from lightning_rec.rl.rollout import rollout
-    from lightning_rec.stages.fine_tuning import load_recommender
-    from lightning_rec.stages.simulation import SimulatorTraining
+    from lightning_rec.rl.simulator_artifact import load_simulators
+    from lightning_rec.stages.pretraining import load_recommender
 
     root, data, _, simulator = world
     dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
-    env = SimulatorTraining.load_from_checkpoint(simulator, weights_only=False).environment(
-        "train", dm.data, dm.split.train_end, UserBehaviour(max_steps=3, initial_patience=2.0), seed=1
-    )
+    behaviour = UserBehaviour(max_steps=3, initial_patience=2.0)
+    env = load_simulators(simulator, dm.data, dm.split.train_end, behaviour, seed=1)["train"]
     agent = checkpoint_or_agent
     if isinstance(agent, str):
         agent = RecommenderAgent(load_recommender(agent).eval(), context_len=8, max_steps=3)
@@ -326,8 +326,8 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
 def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(world, credit):
     from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
+    from lightning_rec.rl.simulator_artifact import load_simulators
     from lightning_rec.stages.fine_tuning import PolicyFineTuner
-    from lightning_rec.stages.simulation import SimulatorTraining
 
     _, data, pretrained, simulator = world
     dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
@@ -341,9 +341,8 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
             epochs=1, minibatch_users=1000, kl_coef=0.1, entropy_coef=0.01, credit=credit, max_logits=max_logits
         )
         tuner = PolicyFineTuner(pretrained, simulator, algorithm, behaviour, slate_size=4, context_len=8)
-        tuner.train_env = SimulatorTraining.load_from_checkpoint(simulator, weights_only=False).environment(
-            "train", dm.data, dm.split.train_end, behaviour
-        )
+        tuner.setup("fit")
+        tuner.train_simulator = load_simulators(simulator, dm.data, dm.split.train_end, behaviour)["train"]
         tuner.generator = torch.Generator().manual_seed(0)
         tuner.add_gradients = lambda loss: loss.backward()
         steps = []
@@ -364,7 +363,7 @@ def logged_loss(world, checkpoint: str) -> float:
     """The pretraining loss of a checkpoint's recommender on all logged training windows."""
     from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import LoggedDataModule
-    from lightning_rec.stages.fine_tuning import load_recommender
+    from lightning_rec.stages.pretraining import load_recommender
 
     dm = LoggedDataModule(InteractionFile(world[1], rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
@@ -393,12 +392,16 @@ def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(w
 
 
 def test_policy_checks_its_state_fits_the_encoder(world):
-    from lightning_rec.rl import PPO, UserBehaviour
+    from lightning_rec.data.sources import InteractionFile
+    from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
     from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
-    _, _, pretrained, simulator = world
+    _, data, pretrained, simulator = world
+    tuner = PolicyFineTuner(pretrained, simulator, PPO(), UserBehaviour(max_steps=10), context_len=8)
+    assert tuner.recommender is None  # instantiating reads no checkpoint
+    dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
     with pytest.raises(ValueError, match="exceeds the pretrained encoder's max_len"):
-        PolicyFineTuner(pretrained, simulator, PPO(), UserBehaviour(max_steps=10), context_len=8)
+        quiet_trainer(max_epochs=1).fit(tuner, dm)
 
 
 EVALUATION = """class_path: lightning_rec.stages.policy_evaluation.PolicyEvaluation

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from trainers import quiet_trainer
 from lightning_rec.data.datasets import training_windows
 from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
+from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.stages.simulation import SimulatorTraining, eval_events, split_users
 
 
@@ -82,15 +85,15 @@ def test_event_partition_trains_each_model_on_its_own_events_of_every_user(tmp_p
     assert torch.equal(module.users_of("train"), everyone) and torch.equal(module.users_of("eval"), everyone)
     dataset = dm.train_dataloader().dataset
     batch = dataset.__getitems__(list(range(len(dataset))))
-    env = module.target_environments(batch)
-    # the environment of a target is that of its event (user, position), whichever window holds it
+    env = module.target_roles(batch)
+    # the role of a target is that of its event (user, position), whichever window holds it
     user, position = batch["user"].unsqueeze(1).expand_as(env), batch["end"].unsqueeze(1) - 8 + torch.arange(8)
     real = batch["target"] != 0
     events = {}
     for u, p, e in zip(user[real].tolist(), position[real].tolist(), env[real].tolist()):
         assert events.setdefault((u, p), e) == e
     assert 0.35 < env[real].float().mean() < 0.65
-    # each model's loss reads only its own targets: changing the other environment's targets leaves it
+    # each model's loss reads only its own targets: changing the other role's targets leaves it
     model = module.response_model("train")
     torch.manual_seed(0)
     before = module._losses(model, batch, (env == 0) & real)
@@ -126,19 +129,29 @@ def test_ece_and_platt_scaling():
     assert scale == pytest.approx(0.5, abs=0.05) and shift == pytest.approx(-1.0, abs=0.05)
 
 
-def environment(fitted, name: str = "train", **behaviour):
+def environment(fitted, role: str = "train", **behaviour):
     module, dm, path = fitted
-    loaded = SimulatorTraining.load_from_checkpoint(path, weights_only=False)
-    return loaded.environment(name, dm.data, dm.split.train_end, UserBehaviour(**behaviour), seed=0), dm
+    return load_simulators(path, dm.data, dm.split.train_end, UserBehaviour(**behaviour), seed=0)[role], dm
 
 
-def test_loaded_checkpoint_gives_the_same_environments(fitted):
-    module, dm, _ = fitted
-    env, _ = environment(fitted, "eval")
-    assert torch.equal(env.users, module.users_of("eval"))
-    torch.testing.assert_close(env.model.calibration, module.response_model("eval").calibration)
-    with pytest.raises(ValueError, match="environment must be one of"):
-        module.environment("test", dm.data, dm.split.train_end, UserBehaviour())
+def test_the_checkpoint_loads_as_the_trained_simulators_without_the_training_stage(fitted):
+    module, dm, path = fitted
+    state = torch.get_rng_state()
+    simulators = load_simulators(path, dm.data, dm.split.train_end, UserBehaviour())
+    assert torch.equal(torch.get_rng_state(), state)  # loading draws no random numbers
+    assert list(simulators) == ["train", "eval"]
+    for role, simulator in simulators.items():
+        assert torch.equal(simulator.users, module.users_of(role))
+        trained = module.response_model(role).state_dict()
+        assert simulator.model.state_dict().keys() == trained.keys()
+        for name, value in simulator.model.state_dict().items():
+            torch.testing.assert_close(value, trained[name])
+    assert not torch.equal(simulators["train"].users, simulators["eval"].users)
+    with pytest.raises(ValueError, match="role must be one of"):
+        module.response_model("test")
+    other = dataclasses.replace(dm.data, item_ids=[*dm.data.item_ids, "one more"])
+    with pytest.raises(ValueError, match="use the same data configuration"):
+        load_simulators(path, other, dm.split.train_end, UserBehaviour())
 
 
 def test_reset_starts_from_the_logged_history(fitted):

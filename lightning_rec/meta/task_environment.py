@@ -2,7 +2,7 @@
 
 A segment task's environment is the simulator restricted to that segment's users; a cold-start
 task's is its own user, whose episode starts right after the k known events. Training tasks only
-ever run in the simulator's "train" environment and test tasks in its "eval" one, whose response
+ever run in the checkpoint's "train" simulator and test tasks in its "eval" one, whose response
 model was fit on other users with another seed (see SimulatorTraining).
 """
 
@@ -16,6 +16,7 @@ import torch
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.simulator import UserSimulator
+from lightning_rec.rl.simulator_artifact import load_simulators
 
 
 @dataclasses.dataclass
@@ -47,7 +48,7 @@ class TaskEnvironment:
     """Episodes of a batch of tasks in the simulator `checkpoint` (a SimulatorTraining checkpoint).
 
     `episodes` users are drawn (with replacement) from each segment task's users within the
-    environment; a cold-start task plays its own user once (tasks whose user the environment does
+    simulator; a cold-start task plays its own user once (tasks whose user the simulator does
     not simulate are skipped by `task_rows`). Slates are the top `slate_size` unconsumed items:
     greedy when evaluating, sampled (Gumbel top-k at `temperature`) when exploring for the
     policy-gradient inner loss.
@@ -77,12 +78,7 @@ class TaskEnvironment:
         """Build the "train" and "eval" simulators over the data the tasks come from. Segment tasks
         draw their players from the segment's simulated users except `excluded` (the cold-start
         evaluation users, who must stay unseen)."""
-        from lightning_rec.stages.simulation import SimulatorTraining
-
-        simulation = SimulatorTraining.load_from_checkpoint(self.checkpoint, map_location="cpu", weights_only=False)
-        self.simulators = {
-            name: simulation.environment(name, data, train_end, self.behaviour, self.seed) for name in ("train", "eval")
-        }
+        self.simulators = load_simulators(self.checkpoint, data, train_end, self.behaviour, self.seed)
         self.members: dict[str, torch.Tensor] = {}
         for name, simulator in self.simulators.items():
             users = simulator.users.cpu()
@@ -92,7 +88,7 @@ class TaskEnvironment:
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def task_rows(self, name: str, tasks: TaskBatch) -> torch.Tensor:
-        """Which tasks can be played in environment `name` [T] bool: segment tasks with at least one
+        """Which tasks can be played by the simulator of role `name` [T] bool: segment tasks with at least one
         member there, cold-start tasks whose user is simulated there."""
         allowed = self.simulators[name].allowed.cpu()
         has_members = torch.zeros(int(self.assignment.max()) + 2, dtype=torch.bool)

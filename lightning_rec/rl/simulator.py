@@ -1,9 +1,9 @@
 """UserSimulator: a batched environment of simulated users, started from their real histories.
 
-    env = simulation.environment("train", datamodule, UserBehaviour(), seed=0)
-    state = env.reset(users)                   # users: LongTensor [B] of env.users
+    simulator = load_simulators(checkpoint, data, train_end, UserBehaviour(), seed=0)["train"]
+    state = simulator.reset(users)                   # users: LongTensor [B] of simulator.users
     while not state.done.all():
-        clicks, rewards, done = env.step(slates)   # slates: LongTensor [B, K] of item ids (0 = empty)
+        clicks, rewards, done = simulator.step(slates)   # slates: LongTensor [B, K] of item ids (0 = empty)
 
 Every tensor has one row per user, so a step for thousands of users is a handful of tensor
 operations. Users who are done stay in the batch: they get no clicks, no reward and done=True.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-
 import lightning as L
 import torch
 
@@ -12,25 +10,13 @@ from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.rollout import Episodes, rollout
-from lightning_rec.stages.pretraining import SequentialRecommender
-from lightning_rec.stages.simulation import SimulatorTraining
-
-
-def load_recommender(path: str) -> SequentialRecommender:
-    """The SequentialRecommender in a pretraining or a PolicyFineTuner checkpoint (on the CPU).
-
-    Loaded in a fresh context: LightningCLI builds the model inside a context that makes every
-    `save_hyperparameters()` record the CLI's arguments, which would replace the loaded model's own.
-    Checkpoints named in one's own configuration are trusted (they hold configuration objects).
-    """
-    return contextvars.Context().run(_load_recommender, path)
-
-
-def _load_recommender(path: str) -> SequentialRecommender:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if any(key.startswith("recommender.") for key in checkpoint["state_dict"]):
-        return PolicyFineTuner.load_from_checkpoint(path, map_location="cpu", weights_only=False).recommender
-    return SequentialRecommender.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+from lightning_rec.rl.simulator_artifact import load_simulators
+from lightning_rec.stages.pretraining import (
+    RECOMMENDER_KEY,
+    SequentialRecommender,
+    load_recommender,
+    recommender_entry,
+)
 
 
 class PolicyFineTuner(L.LightningModule):
@@ -41,9 +27,9 @@ class PolicyFineTuner(L.LightningModule):
     top items instead of spreading over the catalogue's long tail. The `algorithm` (Reinforce,
     OffPolicyReinforce, PPO, ...) is a YAML component.
 
-    Episodes are played in the training environment of the `simulator` checkpoint (never its
-    evaluation one), starting where the batch's logged windows end, for the windows of that
-    environment's users; `behaviour` sets its choice and leave rules. The policy's state is its
+    Episodes are played in the "train" simulator of the `simulator` checkpoint (never its "eval"
+    one), starting where the batch's logged windows end, for the windows of that simulator's
+    users; `behaviour` sets its choice and leave rules. The policy's state is its
     encoder's output over the last `context_len` logged items plus the episode's clicks (see
     rl/episode_states), so context_len + behaviour.max_steps must fit the encoder's max_len. RL
     runs the networks without dropout. Validation and test are the recommender's offline ranking
@@ -52,6 +38,9 @@ class PolicyFineTuner(L.LightningModule):
     With `supervised_coef` > 0 every optimiser step also takes supervised_coef x the pretraining
     loss on `supervised_windows` logged windows drawn from the batch (as PPO-ptx does), which holds
     the next-item ranking where the logs say it is right and leaves RL free elsewhere.
+
+    The checkpoint carries the fine-tuned recommender whole: `load_recommender` reads it back
+    without this stage (and without the `pretrained` checkpoint).
     """
 
     def __init__(
@@ -74,7 +63,6 @@ class PolicyFineTuner(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.recommender = load_recommender(pretrained)
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -83,31 +71,47 @@ class PolicyFineTuner(L.LightningModule):
                 f"supervised_coef must be >= 0 and supervised_windows >= 1, "
                 f"got {supervised_coef} and {supervised_windows}"
             )
-        encoder = self.recommender.sequence_encoder
-        needed = context_len + self.behaviour.max_steps
-        if hasattr(encoder, "max_len") and needed > encoder.max_len:
-            raise ValueError(
-                f"context_len ({context_len}) + behaviour.max_steps ({self.behaviour.max_steps}) = {needed} "
-                f"exceeds the pretrained encoder's max_len ({encoder.max_len})"
-            )
-        self.state_dim = encoder.dim
         self.algorithm = algorithm
-        algorithm.build(self)
-        num_items = self.recommender.num_items
-        self.val_metrics = ranking_metrics(eval_ks, num_items, prefix="val/")
-        self.test_metrics = ranking_metrics(eval_ks, num_items, prefix="test/")
+        self.recommender: SequentialRecommender | None = None  # the `pretrained` policy, loaded in setup
         self.generator: torch.Generator | None = None
         self.batch: dict | None = None  # the training batch of the current update
 
-    # -- the environment -----------------------------------------------------------------------------
+    # -- the policy ----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.recommender is None:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Load the `pretrained` policy and size what depends on it: the algorithm's heads and the
+        metrics (in setup, not the constructor, so instantiating the stage reads no checkpoint)."""
+        self.recommender = load_recommender(self.hparams.pretrained)
+        encoder = self.recommender.sequence_encoder
+        needed = self.hparams.context_len + self.behaviour.max_steps
+        if hasattr(encoder, "max_len") and needed > encoder.max_len:
+            raise ValueError(
+                f"context_len ({self.hparams.context_len}) + behaviour.max_steps ({self.behaviour.max_steps}) = "
+                f"{needed} exceeds the pretrained encoder's max_len ({encoder.max_len})"
+            )
+        self.state_dim = encoder.dim
+        self.algorithm.build(self)
+        num_items = self.recommender.num_items
+        self.val_metrics = ranking_metrics(self.hparams.eval_ks, num_items, prefix="val/")
+        self.test_metrics = ranking_metrics(self.hparams.eval_ks, num_items, prefix="test/")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[RECOMMENDER_KEY] = recommender_entry(self.recommender, "recommender.")
+
+    # -- the simulator -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        simulation = SimulatorTraining.load_from_checkpoint(
-            self.hparams.simulator, map_location=self.device, weights_only=False
-        )
-        self.train_env = simulation.environment(
-            "train", datamodule.data, datamodule.split.train_end, self.behaviour, self.hparams.seed
-        )
+        self.train_simulator = load_simulators(
+            self.hparams.simulator,
+            datamodule.data,
+            datamodule.split.train_end,
+            self.behaviour,
+            self.hparams.seed,
+            self.device,
+        )["train"]
         self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
         ratings = datamodule.data.ratings
         self.rating_range = (
@@ -116,15 +120,15 @@ class PolicyFineTuner(L.LightningModule):
 
     # -- what the algorithms use ---------------------------------------------------------------------
     def play(self, batch: dict) -> tuple[Episodes, dict[str, float]]:
-        """Sampled episodes in the training environment from the batch's windows of its users."""
-        keep = self.train_env.allowed[batch["user"]]
+        """Sampled episodes in the training simulator from the batch's windows of its users."""
+        keep = self.train_simulator.allowed[batch["user"]]
         if not keep.any():
-            raise ValueError("the batch holds no window of the training environment's users; use a larger batch_size")
+            raise ValueError("the batch holds no window of the training simulator's users; use a larger batch_size")
         agent = RecommenderAgent(
             self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature
         )
         episodes = rollout(
-            self.train_env,
+            self.train_simulator,
             agent,
             batch["user"][keep],
             batch["end"][keep],

@@ -19,8 +19,7 @@ from lightning_rec.meta.tables import adaptation_table, plot_curves, publish
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.meta.task_environment import TaskEnvironment
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
-from lightning_rec.stages.fine_tuning import load_recommender
-from lightning_rec.stages.pretraining import SequentialRecommender
+from lightning_rec.stages.pretraining import SequentialRecommender, load_recommender
 
 
 def _ndcg(scores: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
@@ -44,8 +43,9 @@ class MetaPolicyOptimizer(L.LightningModule):
     table and adaptation curves. Predict replays test users' events in time order, adapting between
     them, against the same policies without adaptation.
 
-    The start is `checkpoint` (a SequentialRecommender checkpoint, as `lightning-rec fit` writes)
-    or `recommender` (sized from the data if not built); a frozen copy of it is kept as the plain
+    The start is `checkpoint` (a SequentialRecommender checkpoint, as `lightning-rec fit` writes, or
+    a fine-tuned policy's; loaded in setup, so instantiating the stage reads no checkpoint) or
+    `recommender` (sized from the data if not built); a frozen copy of it is kept as the plain
     pretrained start.
     """
 
@@ -82,16 +82,21 @@ class MetaPolicyOptimizer(L.LightningModule):
             raise ValueError(
                 "learn_inner_lr (Meta-SGD) needs FOMAML: Reptile's meta-gradient has no term for the inner rates"
             )
-        if checkpoint is not None:
-            recommender = load_recommender(checkpoint)  # pretraining or fine-tuned policy, outside the CLI's context
-        self.policy = AdaptivePolicy(recommender, head)
         self.algorithm = algorithm if algorithm is not None else FOMAML()
         self.environment = environment
         self.automatic_optimization = False
+        self.policy: AdaptivePolicy | None = None
+        self._head = (head,)  # the policy's until it exists (a tuple: not a second registered copy)
+        if recommender is not None:
+            self._start(recommender)
+
+    # -- construction ------------------------------------------------------------------------------
+    def _start(self, recommender: SequentialRecommender) -> None:
+        """The policy from `recommender` (the `checkpoint`'s, loaded in setup, or the one given)."""
+        self.policy = AdaptivePolicy(recommender, self._head[0])
         if recommender.item_encoder.is_built:
             self._build()
 
-    # -- construction ------------------------------------------------------------------------------
     def _build(self) -> None:
         """The frozen plain copy of the (built) policy, and an inner loop for each."""
         self.plain = copy.deepcopy(self.policy).requires_grad_(False)
@@ -107,6 +112,8 @@ class MetaPolicyOptimizer(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        if self.policy is None:
+            self._start(load_recommender(self.hparams.checkpoint))  # pretraining or fine-tuned policy
         if not hasattr(self, "plain"):
             self.policy.recommender.build(datamodule.catalog)
             self._build()
@@ -120,6 +127,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         checkpoint["num_items"] = self.policy.recommender.num_items
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.policy is None:  # loaded outside a Trainer
+            self._start(load_recommender(self.hparams.checkpoint))
         if not hasattr(self, "plain"):
             n = checkpoint["num_items"]
             self.policy.recommender.build(ItemCatalog(n, None, torch.zeros(n + 1)))

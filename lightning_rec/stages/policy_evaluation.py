@@ -1,9 +1,9 @@
-"""PolicyEvaluation: every policy in the evaluation environment and on the offline test split.
+"""PolicyEvaluation: every policy in the evaluation simulator and on the offline test split.
 
     lightning-rec test -c configs/rl-evaluation-ml-latest-small.yaml
 
 Online: random, popularity, the supervised (pretrained) recommender and each named RL policy play
-`episodes_per_user` episodes per user of the simulator's evaluation environment (the users and
+`episodes_per_user` episodes per user of the checkpoint's "eval" simulator (the users and
 weights no policy was trained on), greedily (top-K of their scores, consumed and already shown
 items masked), with the same random clicks for every policy. Offline: Recall/NDCG on the test
 split, history masked, for the same policies. Each policy's return and test NDCG@k are also given
@@ -23,9 +23,9 @@ from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metr
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.rollout import rollout
+from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
-from lightning_rec.stages.fine_tuning import load_recommender
-from lightning_rec.stages.simulation import SimulatorTraining
+from lightning_rec.stages.pretraining import load_recommender
 
 
 class PolicyEvaluation(L.LightningModule):
@@ -52,10 +52,12 @@ class PolicyEvaluation(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
-        paths = {"supervised": supervised, **(policies or {})}
-        self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
+        self.recommenders: torch.nn.ModuleDict | None = None  # loaded in setup
 
     def setup(self, stage: str) -> None:
+        hp = self.hparams
+        paths = {"supervised": hp.supervised, **(hp.policies or {})}
+        self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
         datamodule = self.trainer.datamodule
         self.popularity = datamodule.train_item_counts()
         num_items = datamodule.data.num_items
@@ -85,9 +87,10 @@ class PolicyEvaluation(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
         data, hp = datamodule.data, self.hparams
-        simulation = SimulatorTraining.load_from_checkpoint(hp.simulator, map_location=self.device, weights_only=False)
-        env = simulation.environment("eval", data, datamodule.split.train_end, self.behaviour, hp.seed)
-        users = env.users.repeat(hp.episodes_per_user)
+        simulator = load_simulators(
+            hp.simulator, data, datamodule.split.train_end, self.behaviour, hp.seed, self.device
+        )["eval"]
+        users = simulator.users.repeat(hp.episodes_per_user)
         agents: dict[str, SlateAgent] = {
             "random": RandomAgent(data.num_items, hp.seed),
             "popularity": PopularityAgent(self.popularity.to(self.device)),
@@ -100,8 +103,8 @@ class PolicyEvaluation(L.LightningModule):
         )
         rows, curves, returns = [], {}, {}
         for name, agent in agents.items():
-            env.seed(hp.seed)  # the same random clicks for every policy
-            episodes = rollout(env, agent, users, slate_size=hp.slate_size)
+            simulator.seed(hp.seed)  # the same random clicks for every policy
+            episodes = rollout(simulator, agent, users, slate_size=hp.slate_size)
             offline = {
                 key: float(value)
                 for key, value in self.metrics[name].compute().items()
@@ -124,7 +127,7 @@ class PolicyEvaluation(L.LightningModule):
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
         print(
-            f"\nEvaluation environment: {len(env.users)} users x {hp.episodes_per_user} episodes\n"
+            f"\nEvaluation simulator: {len(simulator.users)} users x {hp.episodes_per_user} episodes\n"
             f"{table.to_string(index=False)}"
         )
         print(f"Written: {', '.join(map(str, paths.values()))}")

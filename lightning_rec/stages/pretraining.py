@@ -16,6 +16,8 @@ from lightning_rec.encoders.transformer import TransformerEncoder
 from lightning_rec.metrics import ranking_metrics
 from lightning_rec.objectives.next_item import FullSoftmax, Objective
 
+RECOMMENDER_KEY = "recommender"  # the checkpoint entry of a recommender a later stage holds
+
 
 class RankingRecommender(L.LightningModule):
     """What every recommender shares, baselines included: it is sized from the DataModule's item
@@ -200,3 +202,26 @@ class SequentialRecommender(RankingRecommender):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def recommender_entry(recommender: SequentialRecommender, prefix: str) -> dict:
+    """The checkpoint entry (under RECOMMENDER_KEY) of the recommender a later stage holds at `prefix`
+    of its state dict: its own hyperparameters and size, so `load_recommender` rebuilds it from that
+    checkpoint alone, without the stage that trained it."""
+    return {"hyper_parameters": dict(recommender.hparams), "num_items": recommender.num_items, "weights": prefix}
+
+
+def load_recommender(path: str) -> SequentialRecommender:
+    """The SequentialRecommender of a pretraining checkpoint, or the one a later stage's checkpoint
+    holds (a fine-tuned policy), on the CPU. Checkpoints named in one's own configuration are
+    trusted (weights_only=False: they hold configuration objects)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    entry = checkpoint.get(RECOMMENDER_KEY)
+    if entry is None:
+        return SequentialRecommender.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    recommender = SequentialRecommender(**entry["hyper_parameters"])
+    recommender.on_load_checkpoint(entry)  # sized from the checkpoint
+    prefix = entry["weights"]
+    state = {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+    recommender.load_state_dict(state)
+    return recommender

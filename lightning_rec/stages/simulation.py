@@ -1,11 +1,13 @@
-"""SimulatorTraining: fit the response models of a training and an evaluation environment on logs.
+"""SimulatorTraining: fit the response models of a training and an evaluation simulator on logs.
 
-The logs are split in two at random, by users (`partition: users`: each environment simulates its
+The logs are split in two at random, by users (`partition: users`: each simulator simulates its
 own users) or by events (`partition: events`: both simulate every user, but each user's training
-events are dealt between them); each environment's ResponseModel is fit (from its own seed) on its
-share only, so a policy trained in one environment is judged in another whose weights and data it
-never saw. Each validation calibrates both models by Platt scaling on half of their users' held-out
-events and reports the expected calibration error on the other half.
+events are dealt between them); each role's ResponseModel is fit (from its own seed) on its share
+only, so a policy trained in the "train" simulator is judged in the "eval" one, whose weights and
+data it never saw. Each validation calibrates both models by Platt scaling on half of their users'
+held-out events and reports the expected calibration error on the other half. The checkpoint
+carries the simulators as an artifact (rl/simulator_artifact.py), which later stages load with
+`load_simulators`.
 """
 
 from __future__ import annotations
@@ -17,32 +19,29 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_rec.data.preprocess import SequenceData
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
-from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.rl.response_model import ResponseModel
-from lightning_rec.rl.simulator import UserSimulator
+from lightning_rec.rl.simulator_artifact import CHECKPOINT_KEY, SIMULATOR_ROLES, simulator_entry
 
-ENVIRONMENTS = ("train", "eval")
 PARTITIONS = ("users", "events")
-BOTH = -1  # env_of_user under `partition: events`: every user is in both environments
+BOTH = -1  # role_of_user under `partition: events`: every user is in both roles' simulators
 GOLDEN = (5**0.5 - 1) / 2
 
 
 def split_users(num_users: int, eval_fraction: float, seed: int) -> torch.Tensor:
-    """LongTensor[num_users]: 0 for the training environment's users, 1 for the evaluation one's."""
+    """LongTensor[num_users]: 0 for the training simulator's users, 1 for the evaluation one's."""
     order = torch.randperm(num_users, generator=torch.Generator().manual_seed(seed))
-    env = torch.zeros(num_users, dtype=torch.long)
-    env[order[: max(1, round(eval_fraction * num_users))]] = 1
-    return env
+    role = torch.zeros(num_users, dtype=torch.long)
+    role[order[: max(1, round(eval_fraction * num_users))]] = 1
+    return role
 
 
 def eval_events(phase: torch.Tensor, positions: torch.Tensor, eval_fraction: float) -> torch.Tensor:
     """BoolTensor like `positions`: whether the event at each position (within its user's sequence)
-    belongs to the evaluation environment, given each event's user phase in [0, 1). Events are dealt
+    belongs to the evaluation simulator, given each event's user phase in [0, 1). Events are dealt
     by the golden-ratio sequence frac(phase + position * GOLDEN) < eval_fraction, so every stretch
-    of a user's history goes to both environments in about the right shares."""
+    of a user's history goes to both simulators in about the right shares."""
     return torch.frac(phase.double() + positions.double() * GOLDEN) < eval_fraction
 
 
@@ -51,18 +50,18 @@ class SimulatorTraining(L.LightningModule):
     softmax (cross-entropy of the logged next item against `num_negatives` uniform random items
     shared by the batch) and ratings (squared error on logged ratings).
 
-    `partition: events` keeps every user in both environments and deals each user's training events
+    `partition: events` keeps every user in both simulators and deals each user's training events
     between them (eval_fraction of them to the evaluation one): the two models then differ in data
     and seed but describe the same users, for data with too few users to halve (on ml-latest-small
-    it lifted the transfer between the environments only a little: docs/rl.md).
+    it lifted the transfer between the two only a little: docs/rl.md).
 
     Validation uses each user's held-out next item and `calibration_negatives` uniform random items
     per user: the click logit scale * log p + shift is fit (Platt) on even users' pairs, and the
-    expected calibration error measured on odd users' (val/<env>/ece; val/<env>/ece_raw is that of
-    the uncalibrated log p + log(N / calibration_negatives)). Also logged per environment:
-    val/<env>/ndcg@10 (the held-out item ranked among all items, history masked), val/<env>/auc
-    (against its negatives), val/<env>/rating_rmse, train/<env>/click_loss and rating_loss;
-    val/ndcg@10 is the environments' mean, to pick checkpoints by. Calibration gathers one
+    expected calibration error measured on odd users' (val/<role>/ece; val/<role>/ece_raw is that of
+    the uncalibrated log p + log(N / calibration_negatives)). Also logged per role:
+    val/<role>/ndcg@10 (the held-out item ranked among all items, history masked), val/<role>/auc
+    (against its negatives), val/<role>/rating_rmse, train/<role>/click_loss and rating_loss;
+    val/ndcg@10 is the two roles' mean, to pick checkpoints by. Calibration gathers one
     process's validation set: run it on one device.
     """
 
@@ -88,7 +87,9 @@ class SimulatorTraining(L.LightningModule):
             raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
         self.save_hyperparameters()
         response_model = response_model if response_model is not None else ResponseModel()
-        self.response_models = torch.nn.ModuleList([response_model, copy.deepcopy(response_model)])  # by ENVIRONMENTS
+        self.response_models = torch.nn.ModuleList(
+            [response_model, copy.deepcopy(response_model)]
+        )  # by SIMULATOR_ROLES
         self.sizes: dict | None = None  # set by build, saved in checkpoints
 
     # -- sizing from the data ----------------------------------------------------------------------
@@ -108,12 +109,12 @@ class SimulatorTraining(L.LightningModule):
             "history_len": history_len,
         }
         if self.hparams.partition == "users":
-            env_of_user = split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed)
+            role_of_user = split_users(num_users, self.hparams.eval_fraction, self.hparams.partition_seed)
         else:
-            env_of_user = torch.full((num_users,), BOTH)
+            role_of_user = torch.full((num_users,), BOTH)
             phase = torch.rand(num_users, generator=torch.Generator().manual_seed(self.hparams.partition_seed))
             self.register_buffer("event_phase", phase, persistent=False)  # a function of partition_seed
-        self.register_buffer("env_of_user", env_of_user)
+        self.register_buffer("role_of_user", role_of_user)
         for model, seed in zip(self.response_models, (self.hparams.train_seed, self.hparams.eval_seed)):
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
@@ -132,53 +133,42 @@ class SimulatorTraining(L.LightningModule):
             self.val_rating[split.val_users] = data.ratings[data.offsets[split.val_users] + split.val_positions]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["simulator_sizes"] = self.sizes
+        users = [self.users_of(role) for role in SIMULATOR_ROLES]
+        checkpoint[CHECKPOINT_KEY] = simulator_entry(self.response_models, users, self.sizes)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.sizes is None:  # loaded outside a Trainer: size from the checkpoint
-            self.build(**checkpoint["simulator_sizes"])
+            self.build(**checkpoint[CHECKPOINT_KEY]["sizes"])
 
-    # -- the environments --------------------------------------------------------------------------
-    def response_model(self, name: str) -> ResponseModel:
-        if name not in ENVIRONMENTS:
-            raise ValueError(f"environment must be one of {ENVIRONMENTS}, got {name!r}")
-        return self.response_models[ENVIRONMENTS.index(name)]
+    # -- the two roles -----------------------------------------------------------------------------
+    def response_model(self, role: str) -> ResponseModel:
+        if role not in SIMULATOR_ROLES:
+            raise ValueError(f"a simulator's role must be one of {SIMULATOR_ROLES}, got {role!r}")
+        return self.response_models[SIMULATOR_ROLES.index(role)]
 
-    def users_of(self, name: str) -> torch.Tensor:
-        return torch.nonzero(self._in_environment(self.env_of_user, ENVIRONMENTS.index(name))).squeeze(1).cpu()
+    def users_of(self, role: str) -> torch.Tensor:
+        """The users the simulator of `role` may simulate (those its response model is fit on)."""
+        return torch.nonzero(self._in_role(self.role_of_user, SIMULATOR_ROLES.index(role))).squeeze(1).cpu()
 
     @staticmethod
-    def _in_environment(env: torch.Tensor, index: int) -> torch.Tensor:
-        return (env == index) | (env == BOTH)
+    def _in_role(role: torch.Tensor, index: int) -> torch.Tensor:
+        return (role == index) | (role == BOTH)
 
-    def target_environments(self, batch: dict) -> torch.Tensor:
-        """LongTensor like batch["target"]: the environment each training target belongs to."""
+    def target_roles(self, batch: dict) -> torch.Tensor:
+        """LongTensor like batch["target"]: the role (index in SIMULATOR_ROLES) each training target is fit for."""
         user, target = batch["user"], batch["target"]
         if self.hparams.partition == "users":
-            return self.env_of_user[user].unsqueeze(1).expand_as(target)
+            return self.role_of_user[user].unsqueeze(1).expand_as(target)
         max_len = target.shape[1]
         positions = batch["end"].unsqueeze(1) - max_len + torch.arange(max_len, device=target.device)
         return eval_events(self.event_phase[user].unsqueeze(1), positions, self.hparams.eval_fraction).long()
 
-    def environment(
-        self, name: str, data: SequenceData, train_end: torch.Tensor, behaviour: UserBehaviour, seed: int = 0
-    ) -> UserSimulator:
-        """The "train" or "eval" UserSimulator over `data` (the data this simulator was fit on)."""
-        if data.num_users != self.sizes["num_users"] or data.num_items != self.sizes["num_items"]:
-            raise ValueError(
-                f"the simulator was fit on {self.sizes['num_users']} users x {self.sizes['num_items']} items, "
-                f"the data has {data.num_users} x {data.num_items}: use the same data configuration"
-            )
-        return UserSimulator(
-            self.response_model(name), behaviour, data, train_end, self.users_of(name), self.sizes["history_len"], seed
-        )
-
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        env = self.target_environments(batch)
+        roles = self.target_roles(batch)
         total = 0.0
-        for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
-            mine = (env == index) & (batch["target"] != 0)
+        for index, (name, model) in enumerate(zip(SIMULATOR_ROLES, self.response_models)):
+            mine = (roles == index) & (batch["target"] != 0)
             if not mine.any():
                 continue
             click_loss, rating_loss = self._losses(model, batch, mine)
@@ -209,12 +199,12 @@ class SimulatorTraining(L.LightningModule):
     # -- validation: ranking quality, calibration, rating error --------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.val_generator = torch.Generator().manual_seed(0)  # the same negatives every validation
-        self.val_outputs = {name: [] for name in ENVIRONMENTS}
+        self.val_outputs = {name: [] for name in SIMULATOR_ROLES}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        env = self.env_of_user[batch["user"]]
-        for index, (name, model) in enumerate(zip(ENVIRONMENTS, self.response_models)):
-            rows = self._in_environment(env, index)
+        roles = self.role_of_user[batch["user"]]
+        for index, (name, model) in enumerate(zip(SIMULATOR_ROLES, self.response_models)):
+            rows = self._in_role(roles, index)
             if not rows.any():
                 continue
             users, target = batch["user"][rows], batch["target"][rows]
@@ -237,7 +227,7 @@ class SimulatorTraining(L.LightningModule):
             self.val_outputs[name].append(output)
 
     def on_validation_epoch_end(self) -> None:
-        summaries = [self._calibrate(name) for name in ENVIRONMENTS if self.val_outputs[name]]
+        summaries = [self._calibrate(name) for name in SIMULATOR_ROLES if self.val_outputs[name]]
         if summaries:
             self.log("val/ndcg@10", sum(s["ndcg@10"] for s in summaries) / len(summaries))
 
