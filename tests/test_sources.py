@@ -14,7 +14,10 @@ import pytest
 
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.sources import (
+    Coat,
     InteractionFile,
+    KuaiRand,
+    KuaiRec,
     MovieLens,
     MovieLensLatestSmall,
     RecBoleAtomic,
@@ -466,3 +469,193 @@ def test_recbole_fingerprint_sees_the_item_file(tmp_path):
     write(tmp_path / "ml.item", ITEM)
     assert source.fingerprint() != without_items
     assert source.fingerprint() != RecBoleAtomic(str(tmp_path), "ml", rating_field="stars").fingerprint()
+
+
+# --- KuaiRec ----------------------------------------------------------------------------------
+
+KUAIREC_HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
+KUAIREC_ROWS = (
+    "14,148,4381,6067,2020-07-05 05:27:48.378,20200705,1593898068.378,0.722\n"
+    "14,183,11635,6100,2020-07-05 05:28:00.057,20200705,1593898080.057,1.907\n"
+    "19,148,6067,6067,,,,1.0\n"
+)
+CATEGORIES = 'video_id,feat\n148,[8]\n183,"[27, 9]"\n200,[]\n'
+
+
+def test_kuairec_matrix_and_categories(tmp_path):
+    write(tmp_path / "small_matrix.csv", KUAIREC_HEADER + KUAIREC_ROWS)
+    write(tmp_path / "item_categories.csv", CATEGORIES)
+    raw = KuaiRec(str(tmp_path), "small_matrix").load()
+    assert raw.name == "kuairec-small_matrix"
+    inter = raw.interactions
+    assert inter[["user", "item"]].values.tolist() == [[14, 148], [14, 183], [19, 148]]
+    assert inter["rating"].tolist() == [0.722, 1.907, 1.0]
+    assert inter["timestamp"].iloc[0] == 1593898068.378 and pd.isna(inter["timestamp"].iloc[2])  # stage-2 row
+    assert raw.items.values.tolist() == [[148, "8"], [183, "27, 9"], [200, ""]]
+
+
+def test_kuairec_without_categories_and_fingerprint(tmp_path):
+    write(tmp_path / "big_matrix.csv", KUAIREC_HEADER + KUAIREC_ROWS)
+    source = KuaiRec(str(tmp_path))
+    assert source.load().items is None
+    first = source.fingerprint()
+    write(tmp_path / "item_categories.csv", CATEGORIES)
+    assert source.fingerprint() != first
+    write(tmp_path / "small_matrix.csv", KUAIREC_HEADER + KUAIREC_ROWS)  # the same bytes, another matrix
+    assert KuaiRec(str(tmp_path), "small_matrix").fingerprint() not in (first, source.fingerprint())
+
+
+@pytest.mark.parametrize(
+    ("rows", "categories", "pattern"),
+    [
+        ("14,1x8,1,1,,,1.0,0.5\n", None, r"big_matrix\.csv: line 2, field 'video_id': '1x8' is not an integer id"),
+        ("14,148,1,1,,,1.0,0.5\n,183,1,1,,,2.0,0.5\n", None, r"line 3, field 'user_id': value is missing"),
+        ("14,148,1,1,,,1.0,0.5\n14,183,1,1,,,2.0,lots\n", None, r"line 3, field 'watch_ratio': 'lots' is not a number"),
+        ("14,148,1,1,,,yesterday,0.5\n", None, r"line 2, field 'timestamp': 'yesterday' is not a number"),
+        (
+            "14,148,1,1,,,1.0,0.5\n",
+            'video_id,feat\n148,[8]\n183,"[27; 9]"\n',
+            r"item_categories\.csv: line 3, field 'feat': '\[27; 9\]' is not a list of tag ids like \[27, 9\]",
+        ),
+        ("14,148,1,1,,,1.0,0.5\n", "video_id,tags\n148,[8]\n", r"item_categories\.csv: missing column 'feat'"),
+    ],
+)
+def test_kuairec_errors_name_file_line_and_field(tmp_path, rows, categories, pattern):
+    write(tmp_path / "big_matrix.csv", KUAIREC_HEADER + rows)
+    if categories is not None:
+        write(tmp_path / "item_categories.csv", categories)
+    with pytest.raises(DataError, match=pattern):
+        KuaiRec(str(tmp_path)).load()
+
+
+def test_kuairec_missing_column_and_unknown_matrix(tmp_path):
+    write(tmp_path / "big_matrix.csv", "user_id,video_id,timestamp\n1,2,3.0\n")
+    with pytest.raises(DataError, match=r"big_matrix\.csv: missing column 'watch_ratio'"):
+        KuaiRec(str(tmp_path)).load()
+    with pytest.raises(DataError, match="unknown matrix 'medium_matrix'"):
+        KuaiRec(str(tmp_path), "medium_matrix")
+
+
+# --- KuaiRand ---------------------------------------------------------------------------------
+
+KUAIRAND_HEADER = (
+    "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,"
+    "long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,is_profile_enter,is_rand,tab\n"
+)
+VIDEO_HEADER = (
+    "video_id,author_id,video_type,upload_dt,upload_type,visible_status,video_duration,"
+    "server_width,server_height,music_id,music_type,tag\n"
+)
+
+
+def kuairand_row(user, video, time_ms, click, play, duration) -> str:
+    return f"{user},{video},20220421,400,{time_ms},{click},0,0,0,0,0,1,{play},{duration},0,0,0,0,1\n"
+
+
+def write_kuairand(tmp_path, second_log: str | None = None, videos: str | None = None) -> None:
+    first = kuairand_row(0, 3784, 1650485801301, 1, 15000, 10000) + kuairand_row(0, 17, 1650485801000, 0, 500, 0)
+    write(tmp_path / "log_standard_4_08_to_4_21_pure.csv", KUAIRAND_HEADER + first)
+    second = kuairand_row(1, 3784, 1650485900000, 1, 5000, 10000) if second_log is None else second_log
+    write(tmp_path / "log_standard_4_22_to_5_08_pure.csv", KUAIRAND_HEADER + second)
+    default_videos = (
+        '3784,441,NORMAL,2020-07-08,ShortImport,1,17200.0,720,1280,989206467,4,"12,65"\n'
+        "17,442,AD,2020-07-09,ShortImport,1,9000.0,720,1280,1,4,\n"
+    )
+    write(tmp_path / "video_features_basic_pure.csv", VIDEO_HEADER + (default_videos if videos is None else videos))
+
+
+def test_kuairand_logs_ratings_and_tags(tmp_path):
+    write_kuairand(tmp_path)
+    raw = KuaiRand(str(tmp_path)).load()
+    assert raw.interactions.values.tolist() == [
+        [0, 3784, 1650485801301, 1.0],
+        [0, 17, 1650485801000, 0.0],
+        [1, 3784, 1650485900000, 1.0],
+    ]
+    assert raw.items.values.tolist() == [[3784, "12, 65"], [17, ""]]
+    watch = KuaiRand(str(tmp_path), rating="watch_ratio", video_features=None).load()
+    assert watch.interactions["rating"].tolist() == [1.5, 1.0, 0.5]  # 500 / 0 ms -> 1, as EasyRL4Rec
+    assert watch.items is None
+    random = KuaiRand(str(tmp_path), logs=["log_standard_4_22_to_5_08_pure.csv"]).load()
+    assert random.interactions["user"].tolist() == [1]
+
+
+def test_kuairand_fingerprint_follows_logs_and_rating(tmp_path):
+    write_kuairand(tmp_path)
+    first = KuaiRand(str(tmp_path)).fingerprint()
+    assert first == KuaiRand(str(tmp_path)).fingerprint()
+    assert KuaiRand(str(tmp_path), rating="long_view").fingerprint() != first
+    assert KuaiRand(str(tmp_path), logs=["log_standard_4_08_to_4_21_pure.csv"]).fingerprint() != first
+
+
+@pytest.mark.parametrize(
+    ("log", "videos", "rating", "pattern"),
+    [
+        (kuairand_row(1, 3784, "noon", 1, 1, 1), None, "is_click", r"4_22_to_5_08_pure\.csv: line 2, field 'time_ms'"),
+        (
+            kuairand_row(1, 3784, 1, 1, 1, 1) + kuairand_row(1, "", 2, 1, 1, 1),
+            None,
+            "is_click",
+            r"4_22_to_5_08_pure\.csv: line 3, field 'video_id': value is missing",
+        ),
+        (kuairand_row(1, 3784, 1, "yes", 1, 1), None, "is_click", r"line 2, field 'is_click': 'yes' is not a number"),
+        (kuairand_row(1, 3784, 1, 1, "?", 1), None, "watch_ratio", r"line 2, field 'play_time_ms': '\?' is not"),
+        (kuairand_row(1, 3784, 1, 1, 1, 1), None, "is_happy", r"4_08_to_4_21_pure\.csv: missing column 'is_happy'"),
+        (
+            kuairand_row(1, 3784, 1, 1, 1, 1),
+            '3784,441,NORMAL,2020-07-08,ShortImport,1,17200.0,720,1280,9,4,"12,sixty"\n',
+            "is_click",
+            r"video_features_basic_pure\.csv: line 2, field 'tag': '12,sixty' is not a list of tag ids like 27,9",
+        ),
+    ],
+)
+def test_kuairand_errors_name_file_line_and_field(tmp_path, log, videos, rating, pattern):
+    write_kuairand(tmp_path, second_log=log, videos=videos)
+    with pytest.raises(DataError, match=pattern):
+        KuaiRand(str(tmp_path), rating=rating).load()
+
+
+# --- Coat -------------------------------------------------------------------------------------
+
+COAT_FEATURES = "gender:men\ngender:women\njackettype:bomber\njackettype:rain\ncolor:red\n"
+
+
+def write_coat(tmp_path, train: str, features: str | None = None) -> str:
+    write(tmp_path / "train.ascii", train)
+    write(tmp_path / "test.ascii", "0 4 0\n1 0 0\n")
+    if features is not None:
+        (tmp_path / "user_item_features").mkdir()
+        write(tmp_path / "user_item_features" / "item_features.ascii", features)
+        write(tmp_path / "user_item_features" / "item_features_map.txt", COAT_FEATURES)
+    return str(tmp_path)
+
+
+def test_coat_parts_and_item_features(tmp_path):
+    root = write_coat(tmp_path, "3 0 5\n0 0 2\n", "1 0 1 0 1\n0 1 0 1 1\n1 0 0 1 1\n")
+    train = Coat(root).load()
+    assert train.name == "coat-train"
+    assert train.interactions.values.tolist() == [[0, 0, 0, 3.0], [0, 2, 2, 5.0], [1, 2, 2, 2.0]]
+    assert train.items.values.tolist() == [
+        [0, "men", "bomber", "red"],
+        [1, "women", "rain", "red"],
+        [2, "men", "rain", "red"],
+    ]
+    test = Coat(root, "test").load()
+    assert test.interactions[["user", "item", "rating"]].values.tolist() == [[0, 1, 4.0], [1, 0, 1.0]]
+    assert Coat(root).fingerprint() != Coat(root, "test").fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("train", "features", "pattern"),
+    [
+        ("3 0 5\n0 2\n", None, r"train\.ascii: line 2: 2 fields, but line 1 has 3"),
+        ("3 0 5\n0 x 2\n", None, r"train\.ascii: line 2, field 2: 'x' is not a number"),
+        ("3 0 5\n0 7 2\n", None, r"train\.ascii: line 2, field 2: 7 is not a rating 0-5"),
+        ("0 0 0\n0 0 0\n", None, r"train\.ascii: no ratings"),
+        ("3 0 5\n", "1 0 1 0 1\n1 1 0 1 1\n1 0 0 1 1\n", r"item_features\.ascii: line 2: feature group 'gender'"),
+        ("3 0 5\n", "1 0 1 0 1\n", r"item_features\.ascii: 1 rows x 5 columns, expected 3 items x 5 features"),
+    ],
+)
+def test_coat_errors_name_file_line_and_field(tmp_path, train, features, pattern):
+    with pytest.raises(DataError, match=pattern):
+        Coat(write_coat(tmp_path, train, features)).load()

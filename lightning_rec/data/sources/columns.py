@@ -109,6 +109,15 @@ def id_column(values: pd.Series, where: str, field: str, unit: str = "line") -> 
     return values
 
 
+def integer_id_column(values: pd.Series, where: str, field: str, unit: str = "line") -> pd.Series:
+    """int64 ids from text, or DataError at the first missing or non-integer one (for datasets whose
+    ids are integers, so that "7" and "7.0" are one id)."""
+    _check(values, values.isna(), where, field, "", unit)
+    numbers = pd.to_numeric(values, errors="coerce")
+    _check(values, numbers.isna() | (numbers % 1 != 0), where, field, "is not an integer id", unit)
+    return numbers.astype("int64")
+
+
 def number_column(values: pd.Series, where: str, field: str, unit: str = "line", missing_ok: bool = False) -> pd.Series:
     """float64 values, or DataError at the first non-numeric (or, unless missing_ok, missing) one."""
     numbers = pd.to_numeric(values, errors="coerce")
