@@ -26,7 +26,7 @@ from lightning_rec.data.sources.columns import (
     require_columns,
     require_file,
 )
-from lightning_rec.data.sources.kuairec import tag_list_column
+from lightning_rec.data.sources.kuairec import video_categories
 
 STANDARD_LOGS = ["log_standard_4_08_to_4_21_pure.csv", "log_standard_4_22_to_5_08_pure.csv"]
 WATCH_RATIO = "watch_ratio"
@@ -66,7 +66,7 @@ class KuaiRand(DataSource):
 
     def load(self) -> RawData:
         interactions = pd.concat([self._log(path) for path in self.paths], ignore_index=True)
-        items = video_tags(self.features_path) if self.features_path is not None else None
+        items = video_categories(self.features_path, "tag", bracketed=False) if self.features_path is not None else None
         return RawData(interactions=interactions, items=items, name="kuairand")
 
     def _log(self, path: Path) -> pd.DataFrame:
@@ -95,13 +95,3 @@ class KuaiRand(DataSource):
             files.append(require_file(self.features_path))
         options = {"logs": self.logs, "video_features": self.video_features is not None, "rating": self.rating}
         return fingerprint_of(self, options, files)
-
-
-def video_tags(path: Path) -> pd.DataFrame:
-    """video_features_basic_*.csv (video_id, ..., tag "12,65") as items with a `categories` column."""
-    where = str(require_file(path))
-    frame = read_lines_table(path, where, sep=",", dtype={"video_id": str, "tag": str})
-    require_columns(frame, ["video_id", "tag"], where)
-    ids = integer_id_column(frame["video_id"], where, "video_id")
-    categories = tag_list_column(frame["tag"], where, "tag", bracketed=False)
-    return pd.DataFrame({"item": ids, "categories": categories}).reset_index(drop=True)

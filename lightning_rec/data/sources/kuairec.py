@@ -71,13 +71,14 @@ class KuaiRec(DataSource):
         return fingerprint_of(self, {"matrix": self.matrix, "categories": has_categories}, files)
 
 
-def video_categories(path: Path) -> pd.DataFrame:
-    """item_categories.csv (video_id, feat "[27, 9]") as items with a `categories` text column."""
+def video_categories(path: Path, field: str = "feat", bracketed: bool = True) -> pd.DataFrame:
+    """A video file (video_id, `field` of category ids: KuaiRec's item_categories.csv feat "[27, 9]",
+    KuaiRand's video_features_basic tag "12,65") as items with a `categories` text column."""
     where = str(require_file(path))
-    frame = read_lines_table(path, where, sep=",", dtype={"video_id": str, "feat": str})
-    require_columns(frame, ["video_id", "feat"], where)
+    frame = read_lines_table(path, where, sep=",", dtype={"video_id": str, field: str})
+    require_columns(frame, ["video_id", field], where)
     ids = integer_id_column(frame["video_id"], where, "video_id")
-    categories = tag_list_column(frame["feat"], where, "feat", bracketed=True)
+    categories = tag_list_column(frame[field], where, field, bracketed=bracketed)
     return pd.DataFrame({"item": ids, "categories": categories}).reset_index(drop=True)
 
 
