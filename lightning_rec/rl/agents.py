@@ -14,13 +14,18 @@ from lightning_rec.rl.simulator import SimulatorState
 
 class SlateAgent:
     """`start` at an episode's beginning, `scores` [B, N + 1] before each step, `observe` the
-    clicked item of each user [B] (0 = no click) after it."""
+    clicked item of each user [B] (0 = no click) after it. A greedy slate is `select`ed from the
+    scores once the rollout has masked them; re-rankers override it."""
 
     def start(self, state: SimulatorState) -> None:
         self.batch_size = len(state.users)
 
     def scores(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def select(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        """The slate [B, K] of masked scores `logits` [B, N + 1] (blocked items at -inf): the top K."""
+        return logits.topk(k, dim=1).indices
 
     def observe(self, clicked: torch.Tensor) -> None:
         pass

@@ -60,7 +60,8 @@ def rollout(
     generator: torch.Generator | None = None,
 ) -> Episodes:
     """Play one episode per user: the agent's scores, masked for consumed and already shown items
-    (and padding), give a slate by top-K or, with `sample`, by drawing K items without replacement."""
+    (and padding), give a slate by the agent's `select` (top-K) or, with `sample`, by drawing K items
+    without replacement."""
     state = env.reset(users, positions)
     agent.start(state)
     blocked = state.consumed.clone()
@@ -69,7 +70,7 @@ def rollout(
     steps = {"slates": [], "clicks": [], "rewards": [], "valid": [], "log_probs": []}
     while not state.done.all():
         logits = agent.scores().to(blocked.device).masked_fill(blocked, float("-inf"))
-        slates = sample_slates(logits, slate_size, generator) if sample else logits.topk(slate_size, dim=1).indices
+        slates = sample_slates(logits, slate_size, generator) if sample else agent.select(logits, slate_size)
         valid = ~state.done
         clicks, rewards, _ = env.step(slates)
         agent.observe((slates * clicks).sum(1))
