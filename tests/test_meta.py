@@ -464,13 +464,17 @@ def test_reinforce_loss_raises_the_log_probability_of_slates_with_positive_advan
     loop = InnerLoop(policy, policy.adapted_names("all"), 1, 0.1, loss="policy_gradient", environment=environment)
     adapted, frozen = loop.split()
     histories = torch.tensor([[0, 3, 4], [5, 6, 7]])
+    blocked = torch.zeros(2, dm.data.num_items + 1, dtype=torch.bool)
+    blocked[0, [3, 4, 11]] = True  # the softmax the slate was drawn from had these masked
     slates = torch.tensor([[8, 9], [10, 0]])
     advantages = torch.tensor([2.0, -1.0])
-    log_probs = torch.log_softmax(policy(histories) / 2.0, dim=-1)
+    live = torch.tensor([True, True])
+    log_probs = torch.log_softmax(policy(histories).masked_fill(blocked, float("-inf")) / 2.0, dim=-1)
     expected = -(2.0 * (log_probs[0, 8] + log_probs[0, 9]) - 1.0 * log_probs[1, 10]) / 2
-    torch.testing.assert_close(loop._reinforce(adapted, frozen, None, histories, slates, advantages), expected)
+    inputs = (histories, blocked, slates, advantages, live)
+    torch.testing.assert_close(loop._reinforce(adapted, frozen, None, *inputs), expected)
     items = policy.recommender.item_encoder()  # a table computed beforehand gives the same loss
-    torch.testing.assert_close(loop._reinforce(adapted, frozen, items, histories, slates, advantages), expected)
+    torch.testing.assert_close(loop._reinforce(adapted, frozen, items, *inputs), expected)
 
 
 def test_policy_gradient_on_the_cached_states_matches_encoding_every_history_again(groups_source, simulator_path):
@@ -490,7 +494,7 @@ def test_policy_gradient_on_the_cached_states_matches_encoding_every_history_aga
         results.append(FOMAML().meta_gradient(loop, tasks))
         items = loop.item_table().detach()
         episodes = loop._episodes(next(loop.fast_weights(tasks, items=items)), tasks, "train", True, items)
-        assert (episodes.hidden is not None) == head_only
+        assert (episodes.states is not None) == head_only
     (cached, cached_loss), (encoded, encoded_loss) = results
     assert set(cached) == set(encoded) and "recommender.sequence_encoder.norm.weight" in cached
     for name in encoded:

@@ -23,7 +23,11 @@ from torch.func import functional_call, grad, vmap
 
 from lightning_rec.meta.adaptive_policy import AdaptivePolicy
 from lightning_rec.meta.task_batch import TaskBatch
-from lightning_rec.meta.task_environment import Episodes, TaskEnvironment
+from lightning_rec.meta.task_environment import TaskEnvironment, by_task
+from lightning_rec.rl.advantages import discounted_returns, mean_baseline
+from lightning_rec.rl.reinforce import reinforce_loss
+from lightning_rec.rl.rollout import Episodes
+from lightning_rec.softmax import log_probs_at
 
 Params = dict[str, torch.Tensor]
 InnerLoss = Literal["next_item", "policy_gradient"]
@@ -32,6 +36,11 @@ InnerLoss = Literal["next_item", "policy_gradient"]
 def _dim(x: torch.Tensor | None) -> int | None:
     """vmap's in_dim for an optional per-task input."""
     return None if x is None else 0
+
+
+def _reinforce_dims(inputs: tuple) -> tuple:
+    """vmap's in_dims for `_reinforce(fast, frozen, items, *inputs)`, inputs from `_reinforce_inputs`."""
+    return (0, None, None) + (0,) * (len(inputs) - 1) + (_dim(inputs[-1]),)
 
 
 class InnerLoop:
@@ -110,20 +119,23 @@ class InnerLoop:
         frozen: Params,
         items: torch.Tensor | None,
         histories: torch.Tensor,
+        blocked: torch.Tensor,
         slates: torch.Tensor,
         advantages: torch.Tensor,
+        live: torch.Tensor,
         hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-sum advantage * log-probability of each shown slate item, per live step [M, ...]."""
-        scores = self._call(fast, frozen, items, histories, hidden=hidden)
-        log_probs = torch.log_softmax(scores / self.environment.temperature, dim=-1).gather(1, slates)
-        log_probs = log_probs.masked_fill(slates == 0, 0.0)
-        return -(advantages * log_probs.sum(1)).sum() / (advantages != 0).sum().clamp(min=1)
+        """REINFORCE of one task's steps [M, ...]: each shown slate item is an action of its step's
+        advantage, its log-probability in the softmax the slate was drawn from (the items `blocked`
+        during the episode masked, at the environment's temperature); averaged over live steps."""
+        scores = self._call(fast, frozen, items, histories, hidden=hidden).masked_fill(blocked, float("-inf"))
+        log_pi = log_probs_at(scores / self.environment.temperature, slates)
+        return reinforce_loss(log_pi, advantages.unsqueeze(1), slates != 0, live.sum().clamp(min=1))
 
     def _episodes(
         self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None
     ) -> Episodes:
-        """Episodes of every task's policy `fast`, with the states it acted on when they are cached."""
+        """Episodes of every task's policy `fast` (rows [T * U]), with the states it acted on when they are cached."""
         _, frozen = self.split()
         states = []
 
@@ -138,26 +150,35 @@ class InnerLoop:
             return play(fast, histories, hidden)
 
         episodes = self.environment.play(environment, tasks, act, explore)
-        return episodes if states[0] is None else dataclasses.replace(episodes, hidden=torch.stack(states, 2))
+        if states[0] is None:
+            return episodes
+        return dataclasses.replace(episodes, states=torch.stack(states, 2).flatten(0, 1).squeeze(-2))
 
-    def _reinforce_inputs(self, episodes: Episodes, items: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        """(histories, slates, advantages, hidden) per task, its users' steps flattened. The states
-        the episodes cached are constants; where autograd is on and the body is meta-trained (the
-        query loss), they are computed again, in one batch, attached to it."""
-        t, u, s = episodes.alive.shape
-        histories = episodes.histories.view(t, u * s, -1)
-        hidden = episodes.hidden
+    def _reinforce_inputs(self, episodes: Episodes, tasks: int, items: torch.Tensor | None) -> tuple:
+        """(histories, blocked, slates, advantages, live, hidden) per task [T, U * S, ...], its users'
+        steps flattened. The states the episodes cached are constants; where autograd is on and the
+        body is meta-trained (the query loss), they are computed again, in one batch, attached to it."""
+
+        def steps(values: torch.Tensor) -> torch.Tensor:
+            return by_task(values, tasks).flatten(1, 2)
+
+        histories, hidden = steps(episodes.histories), episodes.states
         if (
             hidden is not None
             and torch.is_grad_enabled()
             and any(p.requires_grad for p in self.policy.recommender.parameters())
         ):
             hidden = self.hidden(histories, items, inference=True, last=True)
-        hidden = None if hidden is None else hidden.reshape(t, u * s, *hidden.shape[-2:])
+        elif hidden is not None:
+            hidden = steps(hidden).unsqueeze(-2)
+        returns = discounted_returns(episodes.rewards, episodes.valid, self.environment.discount)
+        advantages = mean_baseline(by_task(returns, tasks), by_task(episodes.valid, tasks), dim=1)
         return (
             histories,
-            episodes.slates.view(t, u * s, -1),
-            episodes.advantages(self.environment.discount).view(t, u * s),
+            steps(episodes.blocked()),
+            steps(episodes.slates),
+            advantages.flatten(1, 2),
+            steps(episodes.valid),
             hidden,
         )
 
@@ -190,10 +211,9 @@ class InnerLoop:
             current = {n: w.detach() for n, w in fast.items()}
             if self._in_environment(tasks):
                 with torch.no_grad():
-                    inputs = self._reinforce_inputs(self._episodes(current, tasks, "train", True, items), items)
-                reinforce = vmap(
-                    grad(self._reinforce), in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different"
-                )
+                    episodes = self._episodes(current, tasks, "train", True, items)
+                    inputs = self._reinforce_inputs(episodes, len(tasks), items)
+                reinforce = vmap(grad(self._reinforce), in_dims=_reinforce_dims(inputs), randomness="different")
                 grads = reinforce(current, frozen, items, *inputs)
             else:
                 grads = supervised(
@@ -228,10 +248,9 @@ class InnerLoop:
                 True,
                 None if items is None else items.detach(),
             )
-            inputs = self._reinforce_inputs(episodes, items)
-            return vmap(self._reinforce, in_dims=(0, None, None, 0, 0, 0, _dim(inputs[-1])), randomness="different")(
-                fast, frozen, items, *inputs
-            )
+            inputs = self._reinforce_inputs(episodes, len(tasks), items)
+            reinforce = vmap(self._reinforce, in_dims=_reinforce_dims(inputs), randomness="different")
+            return reinforce(fast, frozen, items, *inputs)
         hidden = self.hidden(tasks.query_input, items)
         query = vmap(
             lambda f, i, t, s: self._call(f, frozen, items, i, t, hidden=s),
@@ -264,7 +283,6 @@ class InnerLoop:
     def returns(self, fast: Params, tasks: TaskBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """Return of greedy episodes in the "eval" simulator [T, U] (tasks it can play only)."""
         rows = self.environment.task_rows("eval", tasks)
-        episodes = self._episodes(
-            {n: w[rows] for n, w in fast.items()}, tasks.apply(lambda t: t[rows]), "eval", False, items
-        )
-        return episodes.returns
+        played = tasks.apply(lambda t: t[rows])
+        episodes = self._episodes({n: w[rows] for n, w in fast.items()}, played, "eval", False, items)
+        return by_task(episodes.rewards.sum(1), len(played))

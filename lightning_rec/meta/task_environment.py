@@ -8,40 +8,21 @@ model was fit on other users with another seed (see SimulatorTraining).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
 
 from lightning_rec.meta.task_batch import TaskBatch
+from lightning_rec.rl.agents import HistoryAgent
 from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.rollout import Episodes, rollout
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.simulator_artifact import load_simulators
 
 
-@dataclasses.dataclass
-class Episodes:
-    """One episode per (task, user) row; step-major tensors of the rows' observations and actions."""
-
-    histories: torch.Tensor  # LongTensor[T, U, S, H]: what the policy saw at each step
-    slates: torch.Tensor  # LongTensor[T, U, S, K]
-    rewards: torch.Tensor  # FloatTensor[T, U, S] (0 once done)
-    alive: torch.Tensor  # BoolTensor[T, U, S]: the user was still in the session
-    hidden: torch.Tensor | None = None  # FloatTensor[T, U, S, 1, D]: the states acted on, when the policy keeps them
-
-    @property
-    def returns(self) -> torch.Tensor:
-        """Undiscounted return of each episode [T, U]."""
-        return self.rewards.sum(-1)
-
-    def advantages(self, discount: float) -> torch.Tensor:
-        """Reward-to-go minus its mean over the task's live episodes at the same step [T, U, S]."""
-        steps = self.rewards.shape[-1]
-        powers = discount ** torch.arange(steps, dtype=self.rewards.dtype, device=self.rewards.device)
-        to_go = torch.flip(torch.cumsum(torch.flip(self.rewards * powers, [-1]), -1), [-1]) / powers
-        alive = self.alive.float()
-        baseline = (to_go * alive).sum(1, keepdim=True) / alive.sum(1, keepdim=True).clamp(min=1)
-        return (to_go - baseline) * alive
+def by_task(values: torch.Tensor, tasks: int) -> torch.Tensor:
+    """[T, U, ...] view of a tensor of episodes [T * U, ...] played task after task."""
+    return values.view(tasks, -1, *values.shape[1:])
 
 
 class TaskEnvironment:
@@ -49,9 +30,10 @@ class TaskEnvironment:
 
     `episodes` users are drawn (with replacement) from each segment task's users within the
     simulator; a cold-start task plays its own user once (tasks whose user the simulator does
-    not simulate are skipped by `task_rows`). Slates are the top `slate_size` unconsumed items:
-    greedy when evaluating, sampled (Gumbel top-k at `temperature`) when exploring for the
-    policy-gradient inner loss.
+    not simulate are skipped by `task_rows`). Episodes are the RL toolkit's (`rl.rollout`), under
+    its rules: consumed and already shown items are masked; slates are the top `slate_size` items
+    when evaluating, drawn without replacement from the softmax at `temperature` when exploring
+    for the policy-gradient inner loss.
     """
 
     def __init__(
@@ -109,9 +91,9 @@ class TaskEnvironment:
         weights = (self.assignment[members].unsqueeze(0) == tasks.segment.unsqueeze(1)).float()  # [T, members]
         return members[torch.multinomial(weights, self.episodes, replacement=True, generator=generator)], None
 
-    @torch.no_grad()
     def play(self, name: str, tasks: TaskBatch, act: Callable[[torch.Tensor], torch.Tensor], explore: bool) -> Episodes:
-        """Run one episode per player; `act(histories [T, U, H]) -> scores [T, U, N + 1]`.
+        """Run one episode per player, task after task (rows [T * U]; `by_task` views them [T, U]);
+        `act(histories [T, U, H]) -> scores [T, U, N + 1]`.
 
         Greedy (evaluation) episodes reuse the same players and simulator randomness every time, so
         two policies, or one policy before and after adaptation, are compared on the same users and
@@ -123,24 +105,6 @@ class TaskEnvironment:
             simulator.seed(self.seed)
         users, starts = self._players(name, tasks, generator)
         t, u = users.shape
-        state = simulator.reset(users.flatten(), None if starts is None else starts.flatten())
-        histories, slates, rewards, alive = [], [], [], []
-        for _ in range(self.behaviour.max_steps):
-            if state.done.all():
-                break
-            scores = act(state.history.view(t, u, -1)).reshape(t * u, -1)
-            scores = scores.masked_fill(state.consumed.to(scores.device), float("-inf"))
-            if explore:
-                gumbel = -torch.log(-torch.log(torch.rand(scores.shape, generator=generator).clamp(1e-12, 1.0)))
-                scores = scores / self.temperature + gumbel.to(scores.device)
-            slate = scores.topk(self.slate_size, dim=1).indices
-            histories.append(state.history.clone())
-            alive.append(~state.done)
-            slates.append(slate)
-            _, reward, _ = simulator.step(slate.to(simulator.device))
-            rewards.append(reward * alive[-1])
-
-        def by_task(steps: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack(steps, 1).view(t, u, len(steps), *steps[0].shape[1:])
-
-        return Episodes(by_task(histories), by_task(slates), by_task(rewards).float(), by_task(alive))
+        agent = HistoryAgent(lambda histories: act(histories.view(t, u, -1)).flatten(0, 1), self.temperature)
+        positions = None if starts is None else starts.flatten()
+        return rollout(simulator, agent, users.flatten(), positions, self.slate_size, explore, generator)

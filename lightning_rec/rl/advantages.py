@@ -33,3 +33,11 @@ def generalized_advantages(
         advantages[:, t] = running
     advantages = advantages * valid
     return advantages, (advantages + values) * valid
+
+
+def mean_baseline(returns: torch.Tensor, valid: torch.Tensor, dim: int) -> torch.Tensor:
+    """Returns minus their mean over `dim` among valid entries, 0 on invalid steps: REINFORCE's
+    baseline without a value head, the return of the other episodes of a group at the same step."""
+    live = valid.to(returns.dtype)
+    baseline = (returns * live).sum(dim, keepdim=True) / live.sum(dim, keepdim=True).clamp(min=1)
+    return (returns - baseline) * live

@@ -6,6 +6,8 @@ turns scores into slates (top-K, or sampled), so every agent is judged under the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from lightning_rec.rl.episode_states import episode_layout, episode_states
@@ -29,6 +31,10 @@ class SlateAgent:
 
     def observe(self, clicked: torch.Tensor) -> None:
         pass
+
+    def recorded(self) -> dict[str, torch.Tensor]:
+        """What the agent kept of the episode for its updates: extra `Episodes` fields."""
+        return {}
 
 
 class RandomAgent(SlateAgent):
@@ -77,3 +83,28 @@ class RecommenderAgent(SlateAgent):
 
     def observe(self, clicked: torch.Tensor) -> None:
         self.states.append(clicked.to(self.states.sequence.device))
+
+    def recorded(self) -> dict[str, torch.Tensor]:
+        slots, states = torch.stack(self.slots, 1), torch.stack(self.hidden, 1)
+        return {"sequence": self.states.sequence, "slots": slots, "states": states}
+
+
+class HistoryAgent(SlateAgent):
+    """Scores from a function of the users' current histories (the observation's `history`
+    [B, H], newest last), divided by `temperature`; keeps the histories it acted on, from which
+    a policy that is not a module (the meta stage's batch of adapted parameters) recomputes its
+    log-probabilities."""
+
+    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], temperature: float = 1.0):
+        self.score, self.temperature = score, temperature
+
+    def start(self, state: SimulatorState) -> None:
+        super().start(state)
+        self.state, self.histories = state, []
+
+    def scores(self) -> torch.Tensor:
+        self.histories.append(self.state.history.clone())
+        return self.score(self.histories[-1]) / self.temperature
+
+    def recorded(self) -> dict[str, torch.Tensor]:
+        return {"histories": torch.stack(self.histories, 1)}

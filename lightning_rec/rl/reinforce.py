@@ -10,6 +10,17 @@ from lightning_rec.rl.advantages import discounted_returns
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.slates import clicked_log_probs, topk_correction
 from lightning_rec.rl.value_heads import LoggingPolicyHead, ValueHead
+from lightning_rec.softmax import log_probs_at
+
+
+def reinforce_loss(
+    log_pi: torch.Tensor, advantages: torch.Tensor, acted: torch.Tensor, count, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-sum over the actions that happened (`acted`) of weight x advantage x log pi(action), / `count`:
+    the surrogate whose gradient is the policy gradient (advantages and weights are constants).
+    log pi comes from `log_probs_at` on the catalogue-sized logits, never from a full log-softmax."""
+    terms = advantages * log_pi if weights is None else weights * advantages * log_pi
+    return -torch.where(acted, terms, 0.0).sum() / count
 
 
 class Reinforce(PolicyAlgorithm):
@@ -44,11 +55,11 @@ class Reinforce(PolicyAlgorithm):
         for rows in tuner.minibatches(len(clicked), self.minibatch_users, shuffle=False):
             hidden, logits = tuner.episode_logits(episodes, rows)
             value = self.value(hidden, tuner.progress(hidden.shape[1]).expand(len(rows), -1))
-            has_click = clicked[rows] != 0
-            log_pi = clicked_log_probs(logits, clicked[rows])[has_click]
-            advantage = (returns[rows] - value.detach())[has_click]
-            weight = topk_correction(log_pi.detach().exp(), k) if self.correct else torch.ones_like(log_pi)
-            policy_loss = -(weight * advantage * log_pi).sum() / max(num_clicks, 1)
+            log_pi = clicked_log_probs(logits, clicked[rows])
+            weight = topk_correction(log_pi.detach().exp(), k) if self.correct else None
+            policy_loss = reinforce_loss(
+                log_pi, returns[rows] - value.detach(), clicked[rows] != 0, max(num_clicks, 1), weight
+            )
             valid = episodes.valid[rows]
             value_loss = (value - returns[rows]).pow(2)[valid].sum() / max(num_steps, 1)
             tuner.add_gradients(policy_loss + self.value_coef * value_loss)
@@ -87,16 +98,16 @@ class OffPolicyReinforce(PolicyAlgorithm):
         progress = (torch.arange(length, device=target.device) / length).expand_as(target)[valid]
         logits = hidden @ items.T
         logits[:, 0] = float("-inf")
-        log_pi = torch.log_softmax(logits, 1).gather(1, action.unsqueeze(1)).squeeze(1)
+        log_pi = log_probs_at(logits, action.unsqueeze(1)).squeeze(1)
         behaviour_logits = self.behaviour(hidden, items)
-        log_beta = torch.log_softmax(behaviour_logits, 1).gather(1, action.unsqueeze(1)).squeeze(1)
+        log_beta = log_probs_at(behaviour_logits, action.unsqueeze(1)).squeeze(1)
         importance = (log_pi - log_beta).detach().exp().clamp(max=self.weight_cap)
         weight = importance * (
             topk_correction(log_pi.detach().exp(), tuner.hparams.slate_size) if self.correct else 1.0
         )
         value = self.value(hidden, progress)
         advantage = returns[valid] - value.detach()
-        policy_loss = -(weight * advantage * log_pi).mean()
+        policy_loss = reinforce_loss(log_pi, advantage, torch.ones_like(valid[valid]), len(log_pi), weight)
         value_loss = F.mse_loss(value, returns[valid])
         behaviour_loss = F.cross_entropy(behaviour_logits, action)
         tuner.add_gradients(policy_loss + self.value_coef * value_loss + behaviour_loss)

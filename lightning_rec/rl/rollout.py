@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from lightning_rec.rl.agents import RecommenderAgent, SlateAgent
+from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.slates import sample_slates
 from lightning_rec.softmax import log_probs_at
@@ -27,6 +27,7 @@ class Episodes:
     sequence: torch.Tensor | None = None  # LongTensor[B, S]: a RecommenderAgent's final slot row
     slots: torch.Tensor | None = None  # LongTensor[B, T]: its state slot at each step
     states: torch.Tensor | None = None  # FloatTensor[B, T, D]: its state at each step
+    histories: torch.Tensor | None = None  # LongTensor[B, T, H]: a HistoryAgent's observation at each step
 
     @property
     def clicked(self) -> torch.Tensor:
@@ -79,11 +80,5 @@ def rollout(
             steps[key].append(value)
         if sample:
             steps["log_probs"].append(log_probs_at(logits, slates))
-    episodes = Episodes(consumed=consumed, **{key: torch.stack(value, 1) for key, value in steps.items() if value})
-    if isinstance(agent, RecommenderAgent):
-        episodes.sequence, episodes.slots, episodes.states = (
-            agent.states.sequence,
-            torch.stack(agent.slots, 1),
-            torch.stack(agent.hidden, 1),
-        )
-    return episodes
+    recorded = {key: torch.stack(value, 1) for key, value in steps.items() if value}
+    return Episodes(consumed=consumed, **recorded, **agent.recorded())
