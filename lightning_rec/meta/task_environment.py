@@ -56,11 +56,20 @@ class TaskEnvironment:
         )
         self.simulators: dict[str, UserSimulator] = {}
 
-    def attach(self, data, train_end: torch.Tensor, assignment: torch.Tensor, excluded: torch.Tensor) -> None:
-        """Build the "train" and "eval" simulators over the data the tasks come from. Segment tasks
-        draw their players from the segment's simulated users except `excluded` (the cold-start
-        evaluation users, who must stay unseen)."""
-        self.simulators = load_simulators(self.checkpoint, data, train_end, self.behaviour, self.seed)
+    def attach(
+        self,
+        data,
+        train_end: torch.Tensor,
+        assignment: torch.Tensor,
+        excluded: torch.Tensor,
+        categories: torch.Tensor | None = None,
+    ) -> None:
+        """Build the "train" and "eval" simulators over the data the tasks come from (and its item
+        `categories`, for a quit rule). Segment tasks draw their players from the segment's simulated
+        users except `excluded` (the cold-start evaluation users, who must stay unseen)."""
+        self.simulators = load_simulators(
+            self.checkpoint, data, train_end, self.behaviour, self.seed, categories=categories
+        )
         self.members: dict[str, torch.Tensor] = {}
         for name, simulator in self.simulators.items():
             users = simulator.users.cpu()

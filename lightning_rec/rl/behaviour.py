@@ -1,10 +1,73 @@
-"""The rule-based half of the user simulator: choosing from a slate, satisfaction and leaving."""
+"""The rule-based half of the user simulator: choosing from a slate, satisfaction and how a session ends."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
+
+Mode = Literal["patience", "FreeB", "NX_0", "NX_X"]
+MODES = ("patience", "FreeB", "NX_0", "NX_X")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuitRule:
+    """The field's boredom rule (EasyRL4Rec, DORL on KuaiRec / KuaiRand / Coat), for slates with at
+    most one click: the user quits right after clicking an item whose category already appears more
+    than `threshold` times among the categories of their last `window` CLICKED items (slates without
+    a click add nothing). That click still counts (it is consumed and earns its reward), as the
+    field's recommended item does. `over: shown` fills the window with every item shown instead
+    (slate order, empty positions skipped); the check is still on the clicked item. The window
+    starts empty each episode; items of category 0 (none) never make anyone quit."""
+
+    window: int
+    threshold: int = 0
+    over: Literal["clicked", "shown"] = "clicked"
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.threshold < 0:
+            raise ValueError(
+                f"quit needs window >= 1 and threshold >= 0 (quit when a clicked item's category appears more than "
+                f"`threshold` times among the last `window`), got window={self.window}, threshold={self.threshold}"
+            )
+        if self.over not in ("clicked", "shown"):
+            raise ValueError(f"quit.over must be 'clicked' or 'shown', got {self.over!r}")
+
+    def bored(self, recent: torch.Tensor, category: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+        """Which users quit on this step's click [B]: `recent` [B, window] categories (0 = none),
+        `category` [B] of the clicked item."""
+        repeats = (recent == category.unsqueeze(1)).sum(1)
+        return clicked & (category > 0) & (repeats > self.threshold)
+
+    def remember(self, recent: torch.Tensor, categories: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """`recent` [B, window] after appending each row's `categories` [B, J] where `present`, in order."""
+        sequence = torch.cat([recent, categories], 1)
+        keep = torch.cat([torch.ones_like(recent, dtype=torch.bool), present], 1)
+        order = torch.sort(keep.int(), dim=1, stable=True).indices  # absent entries first, the rest in order
+        return sequence.gather(1, order)[:, -self.window :]
+
+
+@dataclasses.dataclass(frozen=True)
+class Temper:
+    """KuaiSim's leave model: temper starts at `initial` and falls every step by `decay` plus
+    `cost` x the probability that the slate gets no click under the choice model (1 - its click
+    probability), so poor slates use it up faster; the user leaves once it reaches 0."""
+
+    initial: float
+    cost: float = 1.0
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or self.cost < 0 or self.decay < 0 or self.cost + self.decay == 0:
+            raise ValueError(
+                f"temper needs initial > 0, cost >= 0 and decay >= 0, not both 0 (else it never falls), "
+                f"got initial={self.initial}, cost={self.cost}, decay={self.decay}"
+            )
+
+    def fall(self, no_click: torch.Tensor) -> torch.Tensor:
+        """Temper lost this step [B], from each slate's no-click probability [B]."""
+        return self.decay + self.cost * no_click
 
 
 class UserBehaviour:
@@ -13,12 +76,19 @@ class UserBehaviour:
     Choice: a multinomial logit over the slate plus a no-click option of utility
     `no_click_utility` (0 makes a slate of one item clicked with exactly its calibrated click
     probability); at most one click per slate. Reward: 1 per click, or, where the data has ratings,
-    the predicted rating rescaled to [0, 1] (`satisfaction`). Leaving: patience starts at
-    `initial_patience` and drops by `ignore_cost` for a slate without a click, by
-    `dissatisfaction_cost` for a click predicted to rate below `satisfied_rating`, and (in
-    `repeats="forbid"` mode) by `repeat_cost` for every already-consumed or duplicated item shown;
-    the user leaves when it reaches 0 or after `max_steps` slates. In "forbid" mode consumed items
-    cannot be clicked and earn nothing; in "allow" mode they are ordinary items.
+    the predicted rating rescaled to [0, 1] (`satisfaction`).
+
+    How a session ends is the `mode`; every mode ends it after `max_steps` slates:
+    - "patience" (the default): patience starts at `initial_patience` and drops by `ignore_cost`
+      for a slate without a click, by `dissatisfaction_cost` for a click predicted to rate below
+      `satisfied_rating`, and (with `repeats: forbid`) by `repeat_cost` for every already-consumed
+      or duplicated item shown; the user leaves when it reaches 0. `quit` and `temper` may be added.
+    - "FreeB", "NX_0" (EasyRL4Rec): no patience; the user leaves by the `quit` rule (required) or a
+      `temper`. FreeB allows repeats (consumed and already shown items may be shown again and are
+      ordinary items), NX_0 forbids them.
+    - "NX_X": no repeats, no patience, no quit rule, no temper: exactly `max_steps` slates.
+    With `repeats: forbid` consumed items cannot be clicked and earn nothing; with "allow" they are
+    ordinary items. `repeats` defaults to the mode's ("allow" in FreeB, else "forbid").
     """
 
     def __init__(
@@ -29,22 +99,47 @@ class UserBehaviour:
         dissatisfaction_cost: float = 1.0,
         satisfied_rating: float = 3.5,
         repeat_cost: float = 1.0,
-        repeats: Literal["forbid", "allow"] = "forbid",
+        repeats: Literal["forbid", "allow"] | None = None,
         no_click_utility: float = 0.0,
+        mode: Mode = "patience",
+        quit: QuitRule | None = None,
+        temper: Temper | None = None,
     ):
         if max_steps < 1 or initial_patience <= 0:
             raise ValueError(
                 f"UserBehaviour needs max_steps >= 1 and initial_patience > 0, got {max_steps}, {initial_patience}"
             )
-        if repeats not in ("forbid", "allow"):
+        if mode not in MODES:
+            raise ValueError(f"UserBehaviour.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        mode_repeats = "allow" if mode == "FreeB" else "forbid"
+        if repeats is not None and repeats not in ("forbid", "allow"):
             raise ValueError(f"UserBehaviour.repeats must be 'forbid' or 'allow', got {repeats!r}")
+        if mode != "patience" and repeats not in (None, mode_repeats):
+            raise ValueError(f"mode {mode!r} {mode_repeats}s repeats: leave UserBehaviour.repeats unset")
+        if mode in ("FreeB", "NX_0") and quit is None:
+            raise ValueError(
+                f"mode {mode!r} ends sessions by the quit rule: set quit (e.g. {{window: 4, threshold: 0}})"
+            )
+        if mode == "NX_X" and (quit is not None or temper is not None):
+            raise ValueError("mode 'NX_X' plays exactly max_steps slates: leave quit and temper unset")
         self.max_steps, self.initial_patience = max_steps, initial_patience
         self.ignore_cost, self.dissatisfaction_cost, self.satisfied_rating = (
             ignore_cost,
             dissatisfaction_cost,
             satisfied_rating,
         )
-        self.repeat_cost, self.repeats, self.no_click_utility = repeat_cost, repeats, no_click_utility
+        self.repeat_cost, self.no_click_utility = repeat_cost, no_click_utility
+        self.repeats = repeats if repeats is not None else mode_repeats
+        self.mode, self.quit, self.temper = mode, quit, temper
+
+    @property
+    def masks_repeats(self) -> bool:
+        """Whether slates must leave out what the user consumed or was already shown (all modes but FreeB)."""
+        return self.mode != "FreeB"
+
+    @property
+    def has_patience(self) -> bool:
+        return self.mode == "patience"
 
     def choice_probabilities(self, utilities: torch.Tensor, clickable: torch.Tensor) -> torch.Tensor:
         """[B, K + 1]: probability of clicking each slate position, and (last column) of no click."""
@@ -52,13 +147,10 @@ class UserBehaviour:
         no_click = torch.full_like(utilities[:, :1], self.no_click_utility)
         return torch.softmax(torch.cat([utilities, no_click], dim=1), dim=1)
 
-    def choose(
-        self, utilities: torch.Tensor, clickable: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Sampled slate position each user clicks [B], -1 for no click."""
-        probs = self.choice_probabilities(utilities, clickable)
+    def choose(self, probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sampled slate position each user clicks [B], -1 for no click, from `choice_probabilities`."""
         choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        return torch.where(choice == utilities.shape[1], -1, choice)
+        return torch.where(choice == probs.shape[1] - 1, -1, choice)
 
     def satisfaction(
         self, rating: torch.Tensor | None, rating_range: torch.Tensor | None, clicked: torch.Tensor

@@ -32,8 +32,10 @@ class SimulatorState:
     normaliser: torch.Tensor  # FloatTensor[B]: the response model's log_normaliser of that state
     patience: torch.Tensor  # FloatTensor[B]
     done: torch.Tensor  # BoolTensor[B]: the session is over
-    left: torch.Tensor  # BoolTensor[B]: over because patience ran out (not because of max_steps)
+    left: torch.Tensor  # BoolTensor[B]: over because the user left (patience, temper, quit rule), not max_steps
     steps: int = 0
+    temper: torch.Tensor | None = None  # FloatTensor[B], under a behaviour with a temper
+    recent: torch.Tensor | None = None  # LongTensor[B, window]: the quit rule's last categories, newest last
 
 
 class UserSimulator:
@@ -42,6 +44,8 @@ class UserSimulator:
 
     `users` are the users this environment may simulate (those its response model was fit on);
     `reset` refuses others, so that a policy is never trained on the evaluation environment's users.
+    `categories` (LongTensor[N + 1], 0 = none: the data module's `catalog.categories`) are what a
+    behaviour's quit rule counts.
     """
 
     def __init__(
@@ -53,10 +57,21 @@ class UserSimulator:
         users: torch.Tensor,
         history_len: int = 50,
         seed: int = 0,
+        categories: torch.Tensor | None = None,
     ):
+        if behaviour.quit is not None and categories is None:
+            raise ValueError(
+                "UserBehaviour.quit counts item categories, and this simulator was given none: set the data "
+                "module's `category` option (e.g. {column: genres, pick: first})"
+            )
+        if categories is not None and len(categories) != data.num_items + 1:
+            raise ValueError(
+                f"categories must hold one id per item and padding ({data.num_items + 1}), got {len(categories)}"
+            )
         self.model = response_model.eval()
         self.behaviour = behaviour
         self.device = next(response_model.parameters()).device
+        self.categories = None if categories is None else categories.to(self.device)
         self.items, self.offsets = data.items.to(self.device), data.offsets.to(self.device)
         self.train_end = train_end.to(self.device)
         self.users = users.to(self.device)
@@ -89,6 +104,7 @@ class UserSimulator:
         consumed[row, self.items[event]] = True
         false = torch.zeros(len(users), dtype=torch.bool, device=self.device)
         response = self.model.encode(history)[:, -1]
+        temper, quit = self.behaviour.temper, self.behaviour.quit
         self.state = SimulatorState(
             users=users,
             history=history,
@@ -98,6 +114,8 @@ class UserSimulator:
             patience=torch.full((len(users),), self.behaviour.initial_patience, device=self.device),
             done=false,
             left=false.clone(),
+            temper=None if temper is None else torch.full((len(users),), temper.initial, device=self.device),
+            recent=None if quit is None else torch.zeros(len(users), quit.window, dtype=torch.long, device=self.device),
         )
         return self.state
 
@@ -114,28 +132,55 @@ class UserSimulator:
         if state is None:
             raise RuntimeError("call reset(users) before step(slates)")
         utilities, clickable, repeats = self._utilities(slates)
-        choice = behaviour.choose(utilities, clickable, self.generator)
+        probs = behaviour.choice_probabilities(utilities, clickable)
+        choice = behaviour.choose(probs, self.generator)
         clicked = choice >= 0
         item = slates.gather(1, choice.clamp(min=0).unsqueeze(1)).squeeze(1) * clicked
         rating = self.model.rating(state.response, item.unsqueeze(1)).squeeze(1) if self.model.has_ratings else None
         rating_range = self.model.rating_range if self.model.has_ratings else None
         rewards = behaviour.satisfaction(rating, rating_range, clicked)
         active = ~state.done
-        state.patience = torch.where(
-            active, state.patience - behaviour.patience_cost(clicked, repeats.sum(1), rating), state.patience
-        )
+        leaving = self._leaving(slates, item, clicked, probs[:, -1], repeats.sum(1), rating, active)
         moved = torch.cat([state.history[:, 1:], item.unsqueeze(1)], dim=1)
         state.history = torch.where(clicked.unsqueeze(1), moved, state.history)
         state.response = torch.where(clicked.unsqueeze(1), self.model.advance(state.response, item), state.response)
         state.normaliser[clicked] = self.model.log_normaliser(state.response[clicked])
         state.consumed[clicked, item[clicked]] = True
         state.steps += 1
-        state.left = state.left | (active & (state.patience <= 0))
+        state.left = state.left | (active & leaving)
         state.done = state.done | state.left | (state.steps >= behaviour.max_steps)
         clicks = torch.zeros_like(slates, dtype=torch.bool).scatter_(
             1, choice.clamp(min=0).unsqueeze(1), clicked.unsqueeze(1)
         )
         return clicks, rewards, state.done.clone()
+
+    def _leaving(
+        self,
+        slates: torch.Tensor,
+        item: torch.Tensor,
+        clicked: torch.Tensor,
+        no_click: torch.Tensor,
+        repeats_shown: torch.Tensor,
+        rating: torch.Tensor | None,
+        active: torch.Tensor,
+    ) -> torch.Tensor:
+        """Charge this step to each active user's patience, temper and quit-rule window; who leaves [B]."""
+        state, behaviour = self.state, self.behaviour
+        leaving = torch.zeros_like(clicked)
+        if behaviour.has_patience:
+            cost = behaviour.patience_cost(clicked, repeats_shown, rating)
+            state.patience = torch.where(active, state.patience - cost, state.patience)
+            leaving |= state.patience <= 0
+        if behaviour.temper is not None:
+            state.temper = torch.where(active, state.temper - behaviour.temper.fall(no_click), state.temper)
+            leaving |= state.temper <= 0
+        if behaviour.quit is not None:
+            quit, category = behaviour.quit, self.categories[item]
+            leaving |= quit.bored(state.recent, category, clicked)
+            shown = (self.categories[slates], (slates != 0) & active.unsqueeze(1))
+            pushed = shown if quit.over == "shown" else (category.unsqueeze(1), clicked.unsqueeze(1))
+            state.recent = quit.remember(state.recent, *pushed)
+        return leaving
 
     def _utilities(self, slates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated click utilities [B, K], which positions can be clicked, and which are repeats."""

@@ -68,9 +68,11 @@ def load_simulators(
     behaviour: UserBehaviour,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    categories: torch.Tensor | None = None,
 ) -> dict[str, UserSimulator]:
     """{"train": UserSimulator, "eval": UserSimulator} of the simulation checkpoint at `path`, over
-    `data` (the data it was fit on) with episodes starting after `train_end`. The global random state
+    `data` (the data it was fit on) with episodes starting after `train_end`, and the items'
+    `categories` (the data module's `catalog.categories`, for a behaviour's quit rule). The global random state
     is left as it was. Checkpoints named in one's own configuration are trusted (weights_only=False:
     they hold configuration objects)."""
     entry, state = _entry(path)
@@ -84,6 +86,6 @@ def load_simulators(
         prefix = saved["weights"]
         model.load_state_dict({key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)})
         simulators[role] = UserSimulator(
-            model.to(device), behaviour, data, train_end, saved["users"], sizes["history_len"], seed
+            model.to(device), behaviour, data, train_end, saved["users"], sizes["history_len"], seed, categories
         )
     return simulators

@@ -111,6 +111,7 @@ class PolicyFineTuner(L.LightningModule):
             self.behaviour,
             self.hparams.seed,
             self.device,
+            datamodule.catalog.categories,
         )["train"]
         self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
         ratings = datamodule.data.ratings

@@ -120,7 +120,11 @@ class MetaPolicyOptimizer(L.LightningModule):
         if self.environment is not None:
             evaluation_users = torch.cat([datamodule.users["val"], datamodule.users["test"]])
             self.environment.attach(
-                datamodule.data, datamodule.split.train_end, datamodule.assignment, evaluation_users
+                datamodule.data,
+                datamodule.split.train_end,
+                datamodule.assignment,
+                evaluation_users,
+                datamodule.catalog.categories,
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

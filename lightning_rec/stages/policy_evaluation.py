@@ -88,7 +88,13 @@ class PolicyEvaluation(L.LightningModule):
         datamodule = self.trainer.datamodule
         data, hp = datamodule.data, self.hparams
         simulator = load_simulators(
-            hp.simulator, data, datamodule.split.train_end, self.behaviour, hp.seed, self.device
+            hp.simulator,
+            data,
+            datamodule.split.train_end,
+            self.behaviour,
+            hp.seed,
+            self.device,
+            datamodule.catalog.categories,
         )["eval"]
         users = simulator.users.repeat(hp.episodes_per_user)
         agents: dict[str, SlateAgent] = {
