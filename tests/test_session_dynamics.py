@@ -11,7 +11,7 @@ import torch
 
 from lightning_rec.data.preprocess import SequenceData
 from lightning_rec.rl import ResponseModel, UserBehaviour, UserSimulator
-from lightning_rec.rl.behaviour import QuitRule, Temper
+from lightning_rec.rl.behaviour import QuitRule, Temper, remember
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,7 +118,7 @@ def test_the_shown_variant_fills_the_window_with_every_shown_item():
 def test_remember_appends_present_categories_in_order_and_keeps_the_last_window():
     recent, categories = torch.tensor([[0, 1], [4, 5]]), torch.tensor([[2, 0, 3], [6, 7, 8]])
     present = torch.tensor([[True, False, True], [False, False, False]])
-    assert QuitRule(2).remember(recent, categories, present).tolist() == [[2, 3], [4, 5]]
+    assert remember(recent, categories, present).tolist() == [[2, 3], [4, 5]]
     assert QuitRule(2).bored(
         torch.tensor([[0, 1], [0, 0], [1, 1]]), torch.tensor([1, 0, 1]), torch.tensor([True, True, False])
     ).tolist() == [True, False, False]

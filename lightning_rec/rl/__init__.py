@@ -3,7 +3,7 @@ and the policy-gradient algorithms the PolicyFineTuner runs (docs/rl.md)."""
 
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
-from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.behaviour import QuitRule, Temper, UserBehaviour
 from lightning_rec.rl.data import LoggedDataModule
 from lightning_rec.rl.ppo import PPO
 from lightning_rec.rl.reinforce import OffPolicyReinforce, Reinforce
@@ -18,12 +18,14 @@ __all__ = [
     "OffPolicyReinforce",
     "PolicyAlgorithm",
     "PopularityAgent",
+    "QuitRule",
     "RandomAgent",
     "RecommenderAgent",
     "Reinforce",
     "ResponseModel",
     "SimulatorState",
     "SlateAgent",
+    "Temper",
     "UserBehaviour",
     "UserSimulator",
     "rollout",

@@ -11,6 +11,15 @@ Mode = Literal["patience", "FreeB", "NX_0", "NX_X"]
 MODES = ("patience", "FreeB", "NX_0", "NX_X")
 
 
+def remember(recent: torch.Tensor, categories: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """A window of the last categories `recent` [B, W] (newest last) after appending each row's
+    `categories` [B, J] where `present`, in order."""
+    sequence = torch.cat([recent, categories], 1)
+    keep = torch.cat([torch.ones_like(recent, dtype=torch.bool), present], 1)
+    order = torch.sort(keep.int(), dim=1, stable=True).indices  # absent entries first, the rest in order
+    return sequence.gather(1, order)[:, categories.shape[1] :]
+
+
 @dataclasses.dataclass(frozen=True)
 class QuitRule:
     """The field's boredom rule (EasyRL4Rec, DORL on KuaiRec / KuaiRand / Coat), for slates with at
@@ -39,13 +48,6 @@ class QuitRule:
         `category` [B] of the clicked item."""
         repeats = (recent == category.unsqueeze(1)).sum(1)
         return clicked & (category > 0) & (repeats > self.threshold)
-
-    def remember(self, recent: torch.Tensor, categories: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """`recent` [B, window] after appending each row's `categories` [B, J] where `present`, in order."""
-        sequence = torch.cat([recent, categories], 1)
-        keep = torch.cat([torch.ones_like(recent, dtype=torch.bool), present], 1)
-        order = torch.sort(keep.int(), dim=1, stable=True).indices  # absent entries first, the rest in order
-        return sequence.gather(1, order)[:, -self.window :]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from lightning_rec.data.datasets import gather_windows
 from lightning_rec.data.preprocess import SequenceData
-from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.behaviour import UserBehaviour, remember
 from lightning_rec.rl.response_model import ResponseModel
 
 
@@ -179,7 +179,7 @@ class UserSimulator:
             leaving |= quit.bored(state.recent, category, clicked)
             shown = (self.categories[slates], (slates != 0) & active.unsqueeze(1))
             pushed = shown if quit.over == "shown" else (category.unsqueeze(1), clicked.unsqueeze(1))
-            state.recent = quit.remember(state.recent, *pushed)
+            state.recent = remember(state.recent, *pushed)
         return leaving
 
     def _utilities(self, slates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
