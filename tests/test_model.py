@@ -10,6 +10,7 @@ from trainers import quiet_trainer
 from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.objectives import FullSoftmax, SampledSoftmax
+from lightning_rec.scoring import mask_scores
 from lightning_rec.stages import SequentialRecommender
 
 
@@ -51,6 +52,17 @@ def test_scores_mask_history_and_padding_and_empty_rows_fall_back_to_popularity(
     assert scores[1, 1:].argsort(descending=True)[:3].tolist() == [29, 28, 27]  # most popular items 30, 29, 28
     unmasked = built_model(mask_history=False).score(input, history)
     assert torch.isfinite(unmasked[0, 1:]).all()
+
+
+def test_mask_scores_masks_padding_and_each_rows_history_with_any_leading_dims_and_under_vmap():
+    scores = torch.arange(2 * 3 * 6, dtype=torch.float).view(2, 3, 6)
+    history = torch.tensor([[[0, 2], [5, 5], [1, 3]], [[0, 0], [4, 1], [2, 2]]])
+    masked = mask_scores(scores, history)
+    blocked = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, history, True)
+    blocked[..., 0] = True
+    assert torch.equal(masked.isinf(), blocked) and torch.equal(masked[~blocked], scores[~blocked])
+    assert torch.equal(torch.func.vmap(mask_scores)(scores, history), masked)
+    assert torch.equal(mask_scores(scores).isinf(), torch.arange(6).expand(2, 3, -1) == 0)
 
 
 def test_sampled_softmax_drops_negatives_equal_to_the_target():

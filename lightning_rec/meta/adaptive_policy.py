@@ -3,7 +3,6 @@ with one `forward` that torch.func can call with any set of (batched) parameters
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_rec.meta.adaptive_heads import StateHead
+from lightning_rec.scoring import catalogue_scores, mask_scores
 
 Adapt = Literal["all", "top_layers", "head"]
 
@@ -82,18 +82,14 @@ class AdaptivePolicy(nn.Module):
         if target is not None:
             states = self.states(input, items, hidden)
             logits = (states if target.ndim == input.ndim else states[:, -1]) @ items.T
-            logits = logits.masked_fill(torch.arange(items.shape[0], device=logits.device) == 0, -math.inf)
+            logits = mask_scores(logits)
             loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=0, reduction="sum")
             return loss / (target != 0).sum().clamp(min=1)
         input = self.recommender.objective.prepare_inference(input)
         hidden = self.recommender.encode(input, items, last=True) if hidden is None else hidden
-        scores = self.states(input, items, hidden)[:, -1] @ items.T
-        empty = (input != 0).sum(1) == 0
-        scores = torch.where(empty.unsqueeze(1), self.recommender.popularity.to(scores.dtype), scores)
-        scores = scores.masked_fill(torch.arange(items.shape[0], device=scores.device) == 0, -math.inf)
-        if history is not None and self.recommender.hparams.mask_history:
-            scores = scores.scatter(1, history, -math.inf)
-        return scores
+        history = history if self.recommender.hparams.mask_history else None
+        states = self.states(input, items, hidden)[:, -1]
+        return catalogue_scores(states, items, input, self.recommender.popularity, history)
 
     def adapted_names(self, adapt: Adapt, num_top_layers: int = 1) -> list[str]:
         """Names of the parameters the inner loop changes: every one, the top transformer blocks

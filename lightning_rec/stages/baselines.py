@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_rec.scoring import mask_scores
 from lightning_rec.stages.pretraining import RankingRecommender
 
 
@@ -17,11 +18,7 @@ class _Baseline(RankingRecommender):
         raise NotImplementedError
 
     def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.base_scores(input)
-        scores[:, 0] = float("-inf")
-        if history is not None and self.hparams.mask_history:
-            scores = scores.scatter(1, history, float("-inf"))
-        return scores
+        return mask_scores(self.base_scores(input), history if self.hparams.mask_history else None)
 
 
 class PopularityRecommender(_Baseline):

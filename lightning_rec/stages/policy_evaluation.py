@@ -25,6 +25,7 @@ from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.rollout import rollout
 from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
+from lightning_rec.scoring import mask_scores
 from lightning_rec.stages.pretraining import load_recommender
 
 
@@ -70,13 +71,11 @@ class PolicyEvaluation(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         history = batch["history"]
-        offline = {
+        baselines = {
             "random": torch.rand(len(history), len(self.popularity), generator=self.offline_generator).to(self.device),
-            "popularity": self.popularity.to(self.device).expand(len(history), -1).clone(),
+            "popularity": self.popularity.to(self.device).expand(len(history), -1),
         }
-        for scores in offline.values():
-            scores[:, 0] = float("-inf")
-            scores.scatter_(1, history, float("-inf"))
+        offline = {name: mask_scores(scores, history) for name, scores in baselines.items()}
         offline.update(
             {name: recommender.score(batch["input"], history) for name, recommender in self.recommenders.items()}
         )

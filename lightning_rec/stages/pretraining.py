@@ -15,6 +15,7 @@ from lightning_rec.encoders.sequence import SequenceEncoder
 from lightning_rec.encoders.transformer import TransformerEncoder
 from lightning_rec.metrics import ranking_metrics
 from lightning_rec.objectives.next_item import FullSoftmax, Objective
+from lightning_rec.scoring import catalogue_scores
 
 RECOMMENDER_KEY = "recommender"  # the checkpoint entry of a recommender a later stage holds
 
@@ -146,13 +147,8 @@ class SequentialRecommender(RankingRecommender):
         """
         items = self.item_encoder()
         input = self.objective.prepare_inference(input)
-        scores = self.encode(input, items, last=True)[:, -1] @ items.T
-        empty = (input != 0).sum(1) == 0
-        scores = torch.where(empty.unsqueeze(1), self.popularity.to(scores.dtype), scores)
-        scores[:, 0] = float("-inf")
-        if history is not None and self.hparams.mask_history:
-            scores = scores.scatter(1, history, float("-inf"))
-        return scores
+        history = history if self.hparams.mask_history else None
+        return catalogue_scores(self.encode(input, items, last=True)[:, -1], items, input, self.popularity, history)
 
     # -- steps -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
