@@ -46,7 +46,7 @@ def test_the_last_state_is_the_full_encodings_last_position(encoder):
 
 
 # -- GRU4Rec ----------------------------------------------------------------------------------------
-def test_gru_ignores_left_padding_and_the_future():
+def test_gru_ignores_padding_and_the_future():
     torch.manual_seed(0)
     gru = GRUEncoder(8, 12, num_layers=2, dropout=0.0).eval()
     x = torch.randn(1, 3, 8)
@@ -55,6 +55,8 @@ def test_gru_ignores_left_padding_and_the_future():
     long = gru(padded, torch.tensor([[True] * 4 + [False] * 3]))
     torch.testing.assert_close(long[:, 4:], short, atol=1e-6, rtol=1e-5)
     assert torch.all(long[:, :4] == 0)
+    around = gru(torch.cat([padded, torch.zeros(1, 2, 8)], 1), torch.tensor([[True] * 4 + [False] * 3 + [True] * 2]))
+    torch.testing.assert_close(around[:, 4:7], short, atol=1e-6, rtol=1e-5)  # and padding after the events
     changed = x.clone()
     changed[0, 2] = torch.randn(8)
     after = gru(changed, torch.zeros(1, 3, dtype=torch.bool))
