@@ -13,7 +13,7 @@ from trainers import quiet_trainer
 from lightning_rec.data import ItemCatalog
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.rl.advantages import discounted_returns, generalized_advantages
-from lightning_rec.rl.episode_states import CachedTransformerStates, RecomputedStates, episode_layout
+from lightning_rec.rl.episode_states import EpisodeStates, episode_layout, states_at_slots
 from lightning_rec.rl.slates import Anchor, sample_slates, slate_log_probs, topk_correction
 from lightning_rec.softmax import log_probs_at
 from lightning_rec.stages import SequentialRecommender
@@ -119,25 +119,24 @@ def tiny_recommender(num_items: int = 30, max_len: int = 12) -> SequentialRecomm
     return model.eval()
 
 
-@pytest.mark.parametrize("tracker", [CachedTransformerStates, RecomputedStates])
-def test_step_by_step_states_equal_one_pass_over_the_final_row(tracker):
+def test_episode_slots_fill_left_to_right_and_the_step_states_are_one_pass_over_the_final_rows():
+    """The states the agent acts on (the encoder's incremental ones) are those the updates recompute."""
     model = tiny_recommender()
     history = torch.tensor([[0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 9]])
     layout = episode_layout(history, context_len=8, max_steps=4)
     assert layout.shape == (3, 12) and layout[0, :8].tolist() == [0, 0, 0, 0, 0, 3, 4, 5] and (layout[:, 8:] == 0).all()
     clicks = torch.tensor([[7, 0, 8, 0], [0, 0, 0, 0], [10, 11, 12, 13]])
     with torch.no_grad():
-        states = tracker(model, layout, context_len=8)
+        states = EpisodeStates(model, layout, context_len=8)
         seen, slots = [], []
         for step in range(4):
             seen.append(states.hidden.clone())
             slots.append(states.slot.clone())
             states.append(clicks[:, step])
-        final = model.encode(states.sequence)
+        slots = torch.stack(slots, 1)
+        expected = states_at_slots(model, states.sequence, slots)
     assert states.sequence[0, 8:].tolist() == [7, 8, 0, 0] and states.sequence[2, 8:].tolist() == [10, 11, 12, 13]
-    slots = torch.stack(slots, 1)
     assert slots.tolist() == [[7, 8, 8, 9], [7, 7, 7, 7], [7, 8, 9, 10]]
-    expected = final.gather(1, slots.unsqueeze(-1).expand(-1, -1, 16))
     torch.testing.assert_close(torch.stack(seen, 1), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="slots"), torch.no_grad():
         states.append(torch.tensor([0, 0, 14]))

@@ -13,6 +13,8 @@ from lightning_rec.data import ItemCatalog, SequenceDataModule
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.encoders.gru import GRUEncoder
 from lightning_rec.encoders.plm_sequence import PLMHistoryEncoder
+from lightning_rec.encoders.sequence import IncrementalStates
+from lightning_rec.encoders.transformer import CachedStates
 from lightning_rec.objectives.cloze import MaskedItemObjective
 from lightning_rec.stages import SequentialRecommender
 
@@ -43,6 +45,89 @@ def test_the_last_state_is_the_full_encodings_last_position(encoder):
     last = encoder.last_state(x, padding)
     assert last.shape == (4, 1, 8)
     torch.testing.assert_close(last, encoder(x, padding)[:, -1:], atol=1e-6, rtol=1e-5)
+
+
+# -- states of rows that grow in place -------------------------------------------------------------
+def grow(encoder, tracker, x, padding, position, appended):
+    """Each step's states from `tracker`, appending appended[:, step] (NaN rows: nothing appended)."""
+    with torch.no_grad():
+        states, seen, positions = None, [], []
+        for step in range(appended.shape[1] + 1):
+            if states is None:
+                states = tracker(encoder, x, padding, position)
+            else:
+                rows = torch.nonzero(~appended[:, step - 1].isnan().any(-1)).squeeze(1)
+                states.append(rows, appended[rows, step - 1])
+            seen.append(states.hidden.clone())
+            positions.append(states.position.clone())
+    return torch.stack(seen, 1), torch.stack(positions, 1)
+
+
+@pytest.mark.parametrize(
+    "encoder, tracker",
+    [
+        (TransformerEncoder(8, 2, 2, max_len=10, dropout=0.1), CachedStates),
+        (TransformerEncoder(8, 2, 2, max_len=10, dropout=0.1), IncrementalStates),
+        (GRUEncoder(8, 12, num_layers=2, dropout=0.1), IncrementalStates),
+    ],
+    ids=["sasrec-cached", "sasrec-recomputed", "gru4rec-recomputed"],
+)
+def test_states_after_appending_equal_one_pass_over_the_final_rows(encoder, tracker):
+    """What the policy acts on during an episode is what its updates recompute in one pass."""
+    torch.manual_seed(0)
+    encoder.eval()
+    x = torch.randn(3, 9, 8)
+    padding = torch.tensor(
+        [[True] * 3 + [False] * 3 + [True] * 3, [False] * 6 + [True] * 3, [True] * 5 + [False] + [True] * 3]
+    )
+    appended = torch.randn(3, 3, 8)
+    appended[0, 1] = appended[1] = float("nan")  # row 0 skips a step, row 1 never grows
+    seen, positions = grow(encoder, tracker, x, padding, torch.full((3,), 5), appended)
+    assert positions.tolist() == [[5, 6, 6, 7], [5, 5, 5, 5], [5, 6, 7, 8]]
+    final = x.clone()
+    final[0, 6:8], final[2, 6:9] = appended[0, [0, 2]], appended[2]
+    grown = padding.clone()
+    grown[0, 6:8] = grown[2, 6:9] = False
+    torch.testing.assert_close(seen, encoder.states_at(final, grown, positions), atol=1e-5, rtol=1e-5)
+
+
+def test_a_gru_state_after_appending_is_its_state_after_the_history_so_far():
+    """Positions do not matter to a GRU: the empty slots after a row's newest input change nothing."""
+    torch.manual_seed(0)
+    gru = GRUEncoder(8, 12, dropout=0.0).eval()
+    x, appended = torch.randn(2, 4, 8), torch.randn(2, 2, 8)
+    padding = torch.tensor([[True, True, False, False], [False] * 4])
+    rows = torch.cat([x, torch.zeros(2, 2, 8)], 1)
+    seen, _ = grow(
+        gru,
+        IncrementalStates,
+        rows,
+        torch.cat([padding, torch.ones(2, 2, dtype=torch.bool)], 1),
+        torch.full((2,), 3),
+        appended,
+    )
+    for step in range(3):
+        history = torch.cat([x, appended[:, :step]], 1)
+        expected = gru.last_state(history, torch.cat([padding, torch.zeros(2, step, dtype=torch.bool)], 1))
+        torch.testing.assert_close(seen[:, step], expected[:, 0], atol=1e-6, rtol=1e-5)
+
+
+def test_the_transformer_caches_keys_and_values_others_recompute_and_bidirectional_encoders_have_none():
+    x, padding, position = torch.zeros(1, 3, 8), torch.zeros(1, 3, dtype=torch.bool), torch.zeros(1, dtype=torch.long)
+    assert type(TransformerEncoder(8, 1, 2, max_len=10).incremental(x, padding, position)) is CachedStates
+    assert type(GRUEncoder(8, 12).incremental(x, padding, position)) is IncrementalStates
+    with pytest.raises(ValueError, match="causal"):
+        TransformerEncoder(8, 1, 2, max_len=10, causal=False).incremental(x, padding, position)
+
+
+def test_encoders_name_their_top_layers_for_the_meta_learner():
+    encoder = TransformerEncoder(8, 3, 2, max_len=10)
+    assert encoder.top_layer_prefixes(2) == ["blocks.1.", "blocks.2.", "norm."]
+    assert all(any(n.startswith(p) for n, _ in encoder.named_parameters()) for p in encoder.top_layer_prefixes(3))
+    with pytest.raises(ValueError, match="3 blocks"):
+        encoder.top_layer_prefixes(4)
+    with pytest.raises(ValueError, match="GRUEncoder does not name"):
+        GRUEncoder(8, 12).top_layer_prefixes(1)
 
 
 # -- GRU4Rec ----------------------------------------------------------------------------------------

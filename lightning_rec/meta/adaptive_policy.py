@@ -92,8 +92,8 @@ class AdaptivePolicy(nn.Module):
         return catalogue_scores(states, items, input, self.recommender.popularity, history)
 
     def adapted_names(self, adapt: Adapt, num_top_layers: int = 1) -> list[str]:
-        """Names of the parameters the inner loop changes: every one, the top transformer blocks
-        (plus the final norm and the head), or the head alone."""
+        """Names of the parameters the inner loop changes: every one, the sequence encoder's top
+        layers as it names them (`top_layer_prefixes`) plus the head, or the head alone."""
         names = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("inner_rates.")]
         if adapt == "all":
             return names
@@ -101,14 +101,9 @@ class AdaptivePolicy(nn.Module):
             raise ValueError("adapt='head' needs a head (UserHead or Adapter)")
         prefixes = ["head."]
         if adapt == "top_layers":
-            encoder = self.recommender.sequence_encoder
-            blocks = getattr(encoder, "blocks", None)
-            if blocks is None or not 1 <= num_top_layers <= len(blocks):
-                raise ValueError(
-                    f"adapt='top_layers' needs a sequence encoder with at least num_top_layers={num_top_layers} "
-                    f"`blocks`; {type(encoder).__name__} has {0 if blocks is None else len(blocks)}"
-                )
-            first = len(blocks) - num_top_layers
-            prefixes += [f"recommender.sequence_encoder.blocks.{i}." for i in range(first, len(blocks))]
-            prefixes += ["recommender.sequence_encoder.norm."]
+            try:
+                top = self.recommender.sequence_encoder.top_layer_prefixes(num_top_layers)
+            except ValueError as error:
+                raise ValueError(f"adapt='top_layers' with num_top_layers={num_top_layers}: {error}") from error
+            prefixes += [f"recommender.sequence_encoder.{prefix}" for prefix in top]
         return [n for n in names if any(n.startswith(p) for p in prefixes)]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from lightning_rec.rl.episode_states import episode_layout, episode_states
+from lightning_rec.rl.episode_states import EpisodeStates, episode_layout
 from lightning_rec.rl.simulator import SimulatorState
 
 
@@ -59,7 +59,7 @@ class PopularityAgent(SlateAgent):
 
 class RecommenderAgent(SlateAgent):
     """A SequentialRecommender's next-item scores from its state after the user's last
-    `context_len` logged items and the clicks so far (see episode_states), divided by `temperature`
+    `context_len` logged items and the clicks so far (see rl/episode_states), divided by `temperature`
     (the softmax a sampled slate is drawn from; top-K slates do not depend on it). Keeps the row,
     each step's state slot and each step's state, which the policy updates read back."""
 
@@ -71,15 +71,14 @@ class RecommenderAgent(SlateAgent):
         super().start(state)
         device = next(self.recommender.parameters()).device
         layout = episode_layout(state.history.to(device), self.context_len, self.max_steps)
-        self.items = self.recommender.item_encoder()
-        self.states = episode_states(self.recommender, layout, self.context_len)
+        self.states = EpisodeStates(self.recommender, layout, self.context_len)
         self.slots: list[torch.Tensor] = []
         self.hidden: list[torch.Tensor] = []
 
     def scores(self) -> torch.Tensor:
         self.slots.append(self.states.slot.clone())
         self.hidden.append(self.states.hidden.clone())
-        return (self.states.hidden / self.temperature) @ self.items.T
+        return (self.states.hidden / self.temperature) @ self.states.items.T
 
     def observe(self, clicked: torch.Tensor) -> None:
         self.states.append(clicked.to(self.states.sequence.device))

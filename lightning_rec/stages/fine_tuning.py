@@ -9,6 +9,7 @@ from lightning_rec.metrics import ranking_metrics
 from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.episode_states import states_at_slots
 from lightning_rec.rl.rollout import Episodes, rollout
 from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.stages.pretraining import (
@@ -155,9 +156,7 @@ class PolicyFineTuner(L.LightningModule):
     ) -> torch.Tensor:
         """The states [b, T, D] of the episodes' steps for users `rows`: one pass over their slot rows."""
         recommender = self.recommender if recommender is None else recommender
-        hidden = recommender.encode(episodes.sequence[rows])
-        slots = episodes.slots[rows]
-        return hidden.gather(1, slots.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return states_at_slots(recommender, episodes.sequence[rows], episodes.slots[rows])
 
     def episode_logits(
         self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None

@@ -134,10 +134,15 @@ class SequentialRecommender(RankingRecommender):
         """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D], or (`last`)
         after the last position only [B, 1, D], cheaper where the encoder can skip the others."""
         encoder = self.sequence_encoder.last_state if last else self.sequence_encoder
-        if self.sequence_encoder.reads_item_ids:  # a language model over the items' text
-            return encoder(input, input == 0)
-        items = self.item_encoder() if items is None else items
-        return encoder(items[input], input == 0)
+        return encoder(self.encoder_inputs(input, items), input == 0)
+
+    def encoder_inputs(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """What the sequence encoder reads for item ids `input` [...]: their vectors [..., D] from the
+        item table `items` (computed when not given), or the ids themselves for a language model over
+        the items' text."""
+        if self.sequence_encoder.reads_item_ids:
+            return input
+        return (self.item_encoder() if items is None else items)[input]
 
     def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of all items [B, N + 1] for the next item after each input sequence.
