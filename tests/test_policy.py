@@ -3,6 +3,7 @@ and REINFORCE / off-policy REINFORCE / PPO fine-tuning through the real Trainer.
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -325,6 +326,7 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
 def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(world, credit):
     from lightning_rec.data.sources import InteractionFile
     from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
+    from lightning_rec.rl.algorithm import PolicyContext
     from lightning_rec.rl.simulator_artifact import load_simulators
     from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
@@ -343,13 +345,14 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
         tuner.setup("fit")
         tuner.train_simulator = load_simulators(simulator, dm.data, dm.split.train_end, behaviour)["train"]
         tuner.generator = torch.Generator().manual_seed(0)
-        tuner.add_gradients = lambda loss: loss.backward()
-        steps = []
-        tuner.apply_gradients = lambda steps=steps, tuner=tuner: steps.append(
-            {name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None}
-        )
         tuner.eval()
-        logs = algorithm.update(tuner, batch)
+        assert isinstance(tuner, PolicyContext)  # the stage offers what the algorithm contract names
+        steps, logs = [], collections.Counter()
+        for gradient in algorithm.update(tuner, batch):
+            gradient.loss.backward()
+            logs.update(gradient.logs)  # a Counter: the sums the stage logs
+            if gradient.step:
+                steps.append({name: p.grad.clone() for name, p in tuner.named_parameters() if p.grad is not None})
         gradients[max_logits] = steps
     whole, chunked = gradients[10**9], gradients[1]
     assert len(whole) == len(chunked) == 1 and len(whole[0]) > 10  # one optimiser step, most weights reached

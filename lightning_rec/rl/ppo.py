@@ -4,12 +4,14 @@ that keeps the policy near the frozen pretrained one (so next-item accuracy is n
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 
 from lightning_rec.rl.advantages import generalized_advantages
-from lightning_rec.rl.algorithm import PolicyAlgorithm
+from lightning_rec.rl.algorithm import Gradient, PolicyAlgorithm, PolicyContext
 from lightning_rec.rl.slates import Anchor, slate_log_probs, topk_correction
 from lightning_rec.rl.value_heads import ValueHead
 from lightning_rec.softmax import log_probs_at
@@ -66,41 +68,41 @@ class PPO(PolicyAlgorithm):
         self.kl_candidates = kl_candidates
         self.max_logits = max_logits
 
-    def build(self, tuner) -> None:
-        self.value = ValueHead(tuner.state_dim)
-        self.reference = copy.deepcopy(tuner.recommender).eval().requires_grad_(False)
+    def build(self, context: PolicyContext) -> None:
+        self.value = ValueHead(context.state_dim)
+        self.reference = copy.deepcopy(context.recommender).eval().requires_grad_(False)
 
-    def update(self, tuner, batch: dict) -> dict[str, float]:
-        episodes, logs = tuner.play(batch)
+    def update(self, context: PolicyContext, batch: dict) -> Iterator[Gradient]:
+        episodes, logs = context.play(batch)
         valid = episodes.valid
         steps = valid.shape[1]
-        progress = tuner.progress(steps)
-        chunk_users = max(1, self.max_logits // (steps * (tuner.recommender.num_items + 1)))
+        progress = context.progress(steps)
+        chunk_users = max(1, self.max_logits // (steps * (context.recommender.num_items + 1)))
         with torch.no_grad():  # fixed during the update: values, the sampling probabilities, anchors
             values = self.value(episodes.states, progress.expand(len(valid), -1))
             old_click = episodes.clicked_log_probs
             old_slate = slate_log_probs(episodes.log_probs)
             anchor = Anchor.cat(
                 [
-                    Anchor.of(tuner.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
-                    for rows in tuner.minibatches(len(valid), min(self.minibatch_users, chunk_users), shuffle=False)
+                    Anchor.of(context.episode_logits(episodes, rows, self.reference)[1], self.kl_candidates)
+                    for rows in context.minibatches(len(valid), min(self.minibatch_users, chunk_users), shuffle=False)
                 ]
             )
         advantages, returns = generalized_advantages(episodes.rewards, values, valid, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
             mean, std = advantages[valid].mean(), advantages[valid].std().clamp(min=1e-6)
             advantages = (advantages - mean) / std * valid
-        totals: dict[str, float] = {}
-        updates = 0
+        updates = self.epochs * math.ceil(len(valid) / self.minibatch_users)  # the logs average over them
         for _ in range(self.epochs):
-            for rows in tuner.minibatches(len(valid), self.minibatch_users, shuffle=True):
+            for rows in context.minibatches(len(valid), self.minibatch_users, shuffle=True):
                 live_steps, actions = (
                     valid[rows].sum().clamp(min=1),
                     self._actions(episodes, rows)[1].sum().clamp(min=1),
                 )
-                for chunk in rows.split(chunk_users):  # one optimiser step per minibatch, in chunks that fit
+                chunks = rows.split(chunk_users)
+                for index, chunk in enumerate(chunks):  # one optimiser step per minibatch, in chunks that fit
                     terms = self._terms(
-                        tuner, episodes, chunk, advantages, returns, old_click, old_slate, anchor[chunk], progress
+                        context, episodes, chunk, advantages, returns, old_click, old_slate, anchor[chunk], progress
                     )
                     terms = {
                         key: value / (actions if key in PER_ACTION else live_steps) for key, value in terms.items()
@@ -111,13 +113,9 @@ class PPO(PolicyAlgorithm):
                         - self.entropy_coef * terms["entropy"]
                         + self.kl_coef * terms["kl"]
                     )
-                    tuner.add_gradients(loss)
-                    for key, number in terms.items():
-                        totals[key] = totals.get(key, 0.0) + float(number.detach())
-                tuner.apply_gradients()
-                updates += 1
-        logs.update({key: total / max(updates, 1) for key, total in totals.items()})
-        return logs
+                    logs.update({key: float(number.detach()) / updates for key, number in terms.items()})
+                    yield Gradient(loss, logs, step=index == len(chunks) - 1)
+                    logs = {}
 
     def _actions(self, episodes, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(actions [b, T, A], acted [b, T, A]): the slates' draws or the clicked item of users
@@ -127,11 +125,20 @@ class PPO(PolicyAlgorithm):
         return actions, episodes.valid[rows].unsqueeze(-1) & (actions != 0)
 
     def _terms(
-        self, tuner, episodes, rows, advantages, returns, old_click, old_slate, anchor: Anchor, progress
+        self,
+        context: PolicyContext,
+        episodes,
+        rows,
+        advantages,
+        returns,
+        old_click,
+        old_slate,
+        anchor: Anchor,
+        progress,
     ) -> dict[str, torch.Tensor]:
         """Sums over users `rows` of the loss terms: policy_loss and clipped_share over actions,
         value_loss, kl and entropy over live steps (the caller divides by the minibatch's counts)."""
-        hidden, logits = tuner.episode_logits(episodes, rows)
+        hidden, logits = context.episode_logits(episodes, rows)
         mask = episodes.valid[rows]
         actions, acted = self._actions(episodes, rows)
         log_probs = log_probs_at(logits, torch.cat([actions, anchor.items], -1))  # one catalogue pass for both
@@ -140,7 +147,7 @@ class PPO(PolicyAlgorithm):
             correction = 1.0
             log_ratio = slate_log_probs(action_log_probs) - old_slate[rows]
         else:
-            correction = topk_correction(old_click[rows].exp(), tuner.hparams.slate_size).unsqueeze(-1)
+            correction = topk_correction(old_click[rows].exp(), context.slate_size).unsqueeze(-1)
             log_ratio = action_log_probs - old_click[rows].unsqueeze(-1)
         ratio = torch.where(acted, log_ratio, 0.0).exp()  # no action: ratio 1, no inf * 0
         advantage = advantages[rows].unsqueeze(-1)

@@ -3,11 +3,13 @@ System", WSDM 2019): on-policy in the simulator, or off-policy from the logs alo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
 from lightning_rec.rl.advantages import discounted_returns
-from lightning_rec.rl.algorithm import PolicyAlgorithm
+from lightning_rec.rl.algorithm import Gradient, PolicyAlgorithm, PolicyContext
 from lightning_rec.rl.slates import clicked_log_probs, topk_correction
 from lightning_rec.rl.value_heads import LoggingPolicyHead, ValueHead
 from lightning_rec.softmax import log_probs_at
@@ -43,18 +45,19 @@ class Reinforce(PolicyAlgorithm):
             minibatch_users,
         )
 
-    def build(self, tuner) -> None:
-        self.value = ValueHead(tuner.state_dim)
+    def build(self, context: PolicyContext) -> None:
+        self.value = ValueHead(context.state_dim)
 
-    def update(self, tuner, batch: dict) -> dict[str, float]:
-        episodes, logs = tuner.play(batch)
+    def update(self, context: PolicyContext, batch: dict) -> Iterator[Gradient]:
+        episodes, logs = context.play(batch)
         returns = discounted_returns(episodes.rewards, episodes.valid, self.gamma)
         clicked = episodes.clicked
         num_clicks, num_steps = int((clicked != 0).sum()), int(episodes.valid.sum())
-        k = tuner.hparams.slate_size
-        for rows in tuner.minibatches(len(clicked), self.minibatch_users, shuffle=False):
-            hidden, logits = tuner.episode_logits(episodes, rows)
-            value = self.value(hidden, tuner.progress(hidden.shape[1]).expand(len(rows), -1))
+        k = context.slate_size
+        minibatches = context.minibatches(len(clicked), self.minibatch_users, shuffle=False)
+        for index, rows in enumerate(minibatches):
+            hidden, logits = context.episode_logits(episodes, rows)
+            value = self.value(hidden, context.progress(hidden.shape[1]).expand(len(rows), -1))
             log_pi = clicked_log_probs(logits, clicked[rows])
             weight = topk_correction(log_pi.detach().exp(), k) if self.correct else None
             policy_loss = reinforce_loss(
@@ -62,11 +65,9 @@ class Reinforce(PolicyAlgorithm):
             )
             valid = episodes.valid[rows]
             value_loss = (value - returns[rows]).pow(2)[valid].sum() / max(num_steps, 1)
-            tuner.add_gradients(policy_loss + self.value_coef * value_loss)
-            logs["policy_loss"] = logs.get("policy_loss", 0.0) + float(policy_loss)
-            logs["value_loss"] = logs.get("value_loss", 0.0) + float(value_loss)
-        tuner.apply_gradients()
-        return logs
+            logs.update(policy_loss=float(policy_loss), value_loss=float(value_loss))
+            yield Gradient(policy_loss + self.value_coef * value_loss, logs, step=index == len(minibatches) - 1)
+            logs = {}
 
 
 class OffPolicyReinforce(PolicyAlgorithm):
@@ -82,15 +83,15 @@ class OffPolicyReinforce(PolicyAlgorithm):
         super().__init__()
         self.gamma, self.weight_cap, self.value_coef, self.correct = gamma, weight_cap, value_coef, topk_correction
 
-    def build(self, tuner) -> None:
-        self.value = ValueHead(tuner.state_dim)
-        self.behaviour = LoggingPolicyHead(tuner.state_dim)
+    def build(self, context: PolicyContext) -> None:
+        self.value = ValueHead(context.state_dim)
+        self.behaviour = LoggingPolicyHead(context.state_dim)
 
-    def update(self, tuner, batch: dict) -> dict[str, float]:
+    def update(self, context: PolicyContext, batch: dict) -> Iterator[Gradient]:
         target = batch["target"]
         valid = target != 0
-        returns = discounted_returns(tuner.logged_rewards(batch), valid, self.gamma)
-        recommender = tuner.recommender
+        returns = discounted_returns(context.logged_rewards(batch), valid, self.gamma)
+        recommender = context.recommender
         items = recommender.item_encoder()
         hidden_all = recommender.encode(batch["input"], items)
         hidden, action = hidden_all[valid], target[valid]
@@ -102,20 +103,17 @@ class OffPolicyReinforce(PolicyAlgorithm):
         behaviour_logits = self.behaviour(hidden, items)
         log_beta = log_probs_at(behaviour_logits, action.unsqueeze(1)).squeeze(1)
         importance = (log_pi - log_beta).detach().exp().clamp(max=self.weight_cap)
-        weight = importance * (
-            topk_correction(log_pi.detach().exp(), tuner.hparams.slate_size) if self.correct else 1.0
-        )
+        weight = importance * (topk_correction(log_pi.detach().exp(), context.slate_size) if self.correct else 1.0)
         value = self.value(hidden, progress)
         advantage = returns[valid] - value.detach()
         policy_loss = reinforce_loss(log_pi, advantage, torch.ones_like(valid[valid]), len(log_pi), weight)
         value_loss = F.mse_loss(value, returns[valid])
         behaviour_loss = F.cross_entropy(behaviour_logits, action)
-        tuner.add_gradients(policy_loss + self.value_coef * value_loss + behaviour_loss)
-        tuner.apply_gradients()
-        return {
+        logs = {
             "policy_loss": float(policy_loss),
             "value_loss": float(value_loss),
             "behaviour_loss": float(behaviour_loss),
             "importance_weight": float(importance.mean()),
             "capped_share": float((importance >= self.weight_cap).float().mean()),
         }
+        yield Gradient(policy_loss + self.value_coef * value_loss + behaviour_loss, logs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import lightning as L
 import torch
 
@@ -75,7 +77,6 @@ class PolicyFineTuner(L.LightningModule):
         self.algorithm = algorithm
         self.recommender: SequentialRecommender | None = None  # the `pretrained` policy, loaded in setup
         self.generator: torch.Generator | None = None
-        self.batch: dict | None = None  # the training batch of the current update
 
     # -- the policy ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -120,7 +121,11 @@ class PolicyFineTuner(L.LightningModule):
             None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
         )
 
-    # -- what the algorithms use ---------------------------------------------------------------------
+    # -- what the algorithms use (rl.algorithm.PolicyContext) ---------------------------------------
+    @property
+    def slate_size(self) -> int:
+        return self.hparams.slate_size
+
     def play(self, batch: dict) -> tuple[Episodes, dict[str, float]]:
         """Sampled episodes in the training simulator from the batch's windows of its users."""
         keep = self.train_simulator.allowed[batch["user"]]
@@ -183,31 +188,30 @@ class PolicyFineTuner(L.LightningModule):
         )
         return list(order.split(minibatch))
 
-    def add_gradients(self, loss: torch.Tensor) -> None:
-        self.manual_backward(loss)
-
-    def apply_gradients(self) -> None:
-        if self.hparams.supervised_coef > 0:
-            loss = self.supervised_loss()
-            self.manual_backward(self.hparams.supervised_coef * loss)
-            self.log("train/supervised_loss", loss.detach(), batch_size=self.hparams.supervised_windows)
-        optimizer = self.optimizers()
-        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
-        optimizer.zero_grad()
-
-    def supervised_loss(self) -> torch.Tensor:
-        """The pretraining loss on `supervised_windows` random windows of the current batch."""
-        windows = torch.randperm(len(self.batch["input"]), generator=self.generator, device=self.device)[
-            : self.hparams.supervised_windows
-        ]
-        return self.recommender.pretraining_loss(self.batch["input"][windows], self.batch["target"][windows])
+    def supervised_loss(self, batch: dict) -> torch.Tensor:
+        """The pretraining loss on `supervised_windows` random windows of the batch."""
+        windows = torch.randperm(len(batch["input"]), generator=self.generator, device=self.device)
+        windows = windows[: self.hparams.supervised_windows]
+        return self.recommender.pretraining_loss(batch["input"][windows], batch["target"][windows])
 
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """Backpropagate each of the algorithm's gradients; before each optimiser step add the
+        supervised term, then clip and step."""
         self.eval()  # RL runs the networks without dropout: sampling and update must see the same policy
-        self.batch = batch
-        logs = self.algorithm.update(self, batch)
+        optimizer, logs = self.optimizers(), collections.Counter()
+        for gradient in self.algorithm.update(self, batch):
+            self.manual_backward(gradient.loss)
+            logs.update(gradient.logs)  # adds them up
+            if not gradient.step:
+                continue
+            if self.hparams.supervised_coef > 0:
+                loss = self.supervised_loss(batch)
+                self.manual_backward(self.hparams.supervised_coef * loss)
+                self.log("train/supervised_loss", loss.detach(), batch_size=self.hparams.supervised_windows)
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
         self.log_dict({f"train/{key}": value for key, value in logs.items()}, batch_size=len(batch["user"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
