@@ -212,3 +212,19 @@ def test_session_components_read_from_yaml():
     behaviour = parser.instantiate_classes(config).behaviour
     assert behaviour.quit == QuitRule(window=4, threshold=1) and behaviour.temper == Temper(5.0, 2.0)
     assert behaviour.max_steps == 30 and not behaviour.masks_repeats
+
+
+def test_rollout_masks_repeats_except_in_freeb():
+    """The rollout leaves consumed and shown items out of slates in NX_0; in FreeB a greedy agent
+    that prefers one item shows it again, and the episodes' masks say what was masked."""
+    from lightning_rec.rl.agents import PopularityAgent
+    from lightning_rec.rl.rollout import rollout
+
+    popularity = torch.arange(NUM_ITEMS + 1, dtype=torch.float)  # item 9 (logged) first, then 8, 7...
+    quit = QuitRule(window=4, threshold=10)  # never quits within 3 steps
+    for mode, expected in (("NX_0", [[8], [7], [6]]), ("FreeB", [[9], [9], [9]])):
+        behaviour = UserBehaviour(mode=mode, quit=quit, max_steps=3, no_click_utility=50.0)  # no clicks
+        episodes = rollout(simulator(behaviour, 2), PopularityAgent(popularity), torch.arange(2), slate_size=1)
+        assert episodes.slates[0].tolist() == expected
+        blocked = episodes.blocked()
+        assert blocked[:, :, 0].all() and blocked[0, 2, 9] == (mode == "NX_0") and blocked[0, 2, 8] == (mode == "NX_0")

@@ -20,13 +20,15 @@ class Episodes:
     clicks: torch.Tensor  # BoolTensor[B, T, K]
     rewards: torch.Tensor  # FloatTensor[B, T], 0 after the episode's end
     valid: torch.Tensor  # BoolTensor[B, T]: the step happened (a prefix of each row)
-    consumed: torch.Tensor  # BoolTensor[B, N + 1]: what each user had consumed when the episode began
+    consumed: torch.Tensor  # BoolTensor[B, N + 1]: what the rollout masked when the episode began (padding,
+    # and what each user had consumed unless repeats were allowed)
     log_probs: torch.Tensor | None = (
         None  # FloatTensor[B, T, K]: each slate item's log-probability in the sampling softmax
     )
     sequence: torch.Tensor | None = None  # LongTensor[B, S]: a RecommenderAgent's final slot row
     slots: torch.Tensor | None = None  # LongTensor[B, T]: its state slot at each step
     states: torch.Tensor | None = None  # FloatTensor[B, T, D]: its state at each step
+    masks_repeats: bool = True  # consumed and already shown items were masked (every mode but FreeB)
     histories: torch.Tensor | None = None  # LongTensor[B, T, H]: a HistoryAgent's observation at each step
 
     @property
@@ -44,6 +46,8 @@ class Episodes:
         shown at an earlier step), exactly as `rollout` masked them."""
         slates = self.slates[rows]
         b, steps, k = slates.shape
+        if not self.masks_repeats:
+            return self.consumed[rows].unsqueeze(1).repeat(1, steps, 1)
         earlier = torch.ones(steps, steps, dtype=torch.bool, device=slates.device).tril(-1)  # [t, u]: u < t
         shown = slates.unsqueeze(1).expand(b, steps, steps, k) * earlier[None, :, :, None]
         blocked = self.consumed[rows].unsqueeze(1).repeat(1, steps, 1)
@@ -60,12 +64,13 @@ def rollout(
     sample: bool = False,
     generator: torch.Generator | None = None,
 ) -> Episodes:
-    """Play one episode per user: the agent's scores, masked for consumed and already shown items
-    (and padding), give a slate by the agent's `select` (top-K) or, with `sample`, by drawing K items
-    without replacement."""
+    """Play one episode per user: the agent's scores, masked for padding and for consumed and already
+    shown items (not in the FreeB mode, where repeats are allowed), give a slate by the agent's
+    `select` (top-K) or, with `sample`, by drawing K items without replacement."""
     state = env.reset(users, positions)
     agent.start(state)
-    blocked = state.consumed.clone()
+    masks_repeats = env.behaviour.masks_repeats  # FreeB: only padding is masked
+    blocked = state.consumed.clone() if masks_repeats else torch.zeros_like(state.consumed)
     blocked[:, 0] = True
     consumed = blocked.clone()
     steps = {"slates": [], "clicks": [], "rewards": [], "valid": [], "log_probs": []}
@@ -75,10 +80,11 @@ def rollout(
         valid = ~state.done
         clicks, rewards, _ = env.step(slates)
         agent.observe((slates * clicks).sum(1))
-        blocked.scatter_(1, slates, True)
+        if masks_repeats:
+            blocked.scatter_(1, slates, True)
         for key, value in (("slates", slates), ("clicks", clicks), ("rewards", rewards * valid), ("valid", valid)):
             steps[key].append(value)
         if sample:
             steps["log_probs"].append(log_probs_at(logits, slates))
     recorded = {key: torch.stack(value, 1) for key, value in steps.items() if value}
-    return Episodes(consumed=consumed, **recorded, **agent.recorded())
+    return Episodes(consumed=consumed, masks_repeats=masks_repeats, **recorded, **agent.recorded())
