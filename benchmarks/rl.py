@@ -20,14 +20,15 @@ import yaml
 from timing import Timer
 from torch.utils.data import DataLoader
 
+from lightning_rec.data import SequenceDataModule
 from lightning_rec.data.datasets import keep_batch
 from lightning_rec.memory import keep_freed_memory
-from lightning_rec.rl import PPO, LoggedDataModule, RecommenderAgent, UserBehaviour, rollout
+from lightning_rec.rl import PPO, RecommenderAgent, UserBehaviour, rollout
 from lightning_rec.rl.simulator_artifact import simulated_users
 from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
 
-class FixedEpisodes(LoggedDataModule):
+class FixedEpisodes(SequenceDataModule):
     """Training batches of exactly `users` users of the training simulator at the end of their logs."""
 
     def __init__(self, users: torch.Tensor, updates: int, **kwargs):
@@ -35,7 +36,7 @@ class FixedEpisodes(LoggedDataModule):
         self.users, self.updates = users, updates
 
     def train_dataloader(self):
-        batch = {"user": self.users, "end": self.split.train_end[self.users]}
+        batch = {"user": self.users, "position": self.split.train_end[self.users].unsqueeze(1) - 1}
         return DataLoader([batch] * self.updates, batch_size=None, collate_fn=keep_batch)
 
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 import yaml
 
+from lightning_rec.data import SequenceDataModule
 from lightning_rec.data.sources import MovieLensLatestSmall
 from lightning_rec.memory import keep_freed_memory
 from lightning_rec.rl import (
-    LoggedDataModule,
     RecommenderAgent,
     ResponseModel,
     SlateAgent,
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
     torch.set_num_threads(args.threads)
-    data = LoggedDataModule(source=MovieLensLatestSmall(), max_len=50)  # as in the recipes
+    data = SequenceDataModule(source=MovieLensLatestSmall(), max_len=50)  # as in the recipes
     data.prepare_data()
     data.setup("fit")
     recipe = yaml.safe_load(open(args.config))["model"]["init_args"]

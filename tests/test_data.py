@@ -50,7 +50,7 @@ def test_windows_make_every_training_event_but_the_first_a_target_once(chain_sou
     data = build_sequences(chain_source.load(), PreprocessOptions())
     split = leave_one_out(data)
     for max_len in (3, 7, 50):
-        windows = training_windows(data, split.train_end, max_len)
+        windows = training_windows(data, split.train_end, max_len)["items"]
         targets = windows[:, 1:][(windows[:, :-1] != 0) & (windows[:, 1:] != 0)]
         expected = torch.cat([data.user_history(u)[1 : split.train_end[u]] for u in range(data.num_users)])
         assert sorted(targets.tolist()) == sorted(expected.tolist())

@@ -407,13 +407,14 @@ def test_meta_training_on_shared_structure_beats_the_plain_start(groups_source, 
 # -- the simulator as the tasks' environment -------------------------------------------------------
 @pytest.fixture(scope="module")
 def simulator_path(groups_source, tmp_path_factory) -> str:
-    from lightning_rec.rl import LoggedDataModule, ResponseModel
+    from lightning_rec.data import SequenceDataModule
+    from lightning_rec.rl import ResponseModel
     from lightning_rec.stages.simulation import SimulatorTraining
 
     L.seed_everything(0)
     module = SimulatorTraining(ResponseModel(dim=16, dropout=0.0, init_std=0.5), num_negatives=4, lr=1e-2)
     trainer = quiet_trainer(max_epochs=8, limit_val_batches=0)
-    trainer.fit(module, LoggedDataModule(groups_source, max_len=8, batch_size=32, cache_dir=None))
+    trainer.fit(module, SequenceDataModule(groups_source, max_len=8, batch_size=32, cache_dir=None))
     path = str(tmp_path_factory.mktemp("simulator") / "simulator.ckpt")
     trainer.save_checkpoint(path)
     return path

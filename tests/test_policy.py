@@ -153,7 +153,7 @@ LOW, NUM_ITEMS = 30, 60
 PRETRAIN = """
 seed_everything: 0
 data:
-  class_path: lightning_rec.rl.LoggedDataModule
+  class_path: lightning_rec.data.SequenceDataModule
   init_args:
     source: {{class_path: lightning_rec.data.sources.InteractionFile, init_args: {{path: {data}, rating_col: rating}}}}
     max_len: 12
@@ -255,15 +255,16 @@ def world(tmp_path_factory):
 
 
 def greedy_return(world, checkpoint_or_agent) -> float:
+    from lightning_rec.data import SequenceDataModule
     from lightning_rec.data.sources import InteractionFile
-    from lightning_rec.rl import LoggedDataModule, UserBehaviour
+    from lightning_rec.rl import UserBehaviour
     from lightning_rec.rl.agents import RecommenderAgent
     from lightning_rec.rl.rollout import rollout
     from lightning_rec.rl.simulator_artifact import load_simulators
     from lightning_rec.stages.pretraining import load_recommender
 
     root, data, _, simulator = world
-    dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm = SequenceDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
     behaviour = UserBehaviour(max_steps=3, initial_patience=2.0)
     env = load_simulators(simulator, dm.data, dm.split.train_end, behaviour, seed=1)["train"]
@@ -324,14 +325,15 @@ def test_reinforce_on_and_off_policy_improve_the_return(world, name, algorithm):
 
 @pytest.mark.parametrize("credit", ["slate", "click"])
 def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(world, credit):
+    from lightning_rec.data import SequenceDataModule
     from lightning_rec.data.sources import InteractionFile
-    from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
+    from lightning_rec.rl import PPO, UserBehaviour
     from lightning_rec.rl.algorithm import PolicyContext
     from lightning_rec.rl.simulator_artifact import load_simulators
     from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
     _, data, pretrained, simulator = world
-    dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm = SequenceDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     gradients = {}
@@ -363,11 +365,11 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
 
 def logged_loss(world, checkpoint: str) -> float:
     """The pretraining loss of a checkpoint's recommender on all logged training windows."""
+    from lightning_rec.data import SequenceDataModule
     from lightning_rec.data.sources import InteractionFile
-    from lightning_rec.rl import LoggedDataModule
     from lightning_rec.stages.pretraining import load_recommender
 
-    dm = LoggedDataModule(InteractionFile(world[1], rating_col="rating"), max_len=12, cache_dir=None)
+    dm = SequenceDataModule(InteractionFile(world[1], rating_col="rating"), max_len=12, cache_dir=None)
     dm.setup()
     dataset = dm.train_dataloader().dataset
     batch = dataset.__getitems__(list(range(len(dataset))))
@@ -394,14 +396,15 @@ def test_supervised_term_keeps_the_logged_next_items_likely_while_ppo_improves(w
 
 
 def test_policy_checks_its_state_fits_the_encoder(world):
+    from lightning_rec.data import SequenceDataModule
     from lightning_rec.data.sources import InteractionFile
-    from lightning_rec.rl import PPO, LoggedDataModule, UserBehaviour
+    from lightning_rec.rl import PPO, UserBehaviour
     from lightning_rec.stages.fine_tuning import PolicyFineTuner
 
     _, data, pretrained, simulator = world
     tuner = PolicyFineTuner(pretrained, simulator, PPO(), UserBehaviour(max_steps=10), context_len=8)
     assert tuner.recommender is None  # instantiating reads no checkpoint
-    dm = LoggedDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm = SequenceDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
     with pytest.raises(ValueError, match="exceeds the pretrained encoder's max_len"):
         quiet_trainer(max_epochs=1).fit(tuner, dm)
 

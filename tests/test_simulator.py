@@ -10,8 +10,8 @@ import pytest
 import torch
 from trainers import quiet_trainer
 
-from lightning_rec.data.datasets import training_windows
-from lightning_rec.rl import LoggedDataModule, ResponseModel, UserBehaviour
+from lightning_rec.data import SequenceDataModule
+from lightning_rec.rl import ResponseModel, UserBehaviour
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.stages.simulation import SimulatorTraining, eval_events, split_users
@@ -19,8 +19,8 @@ from lightning_rec.stages.simulation import SimulatorTraining, eval_events, spli
 
 def fit_simulator(
     source, tmp_path, epochs: int = 40, partition: str = "users"
-) -> tuple[SimulatorTraining, LoggedDataModule, str]:
-    dm = LoggedDataModule(source, max_len=8, batch_size=32, cache_dir=None)
+) -> tuple[SimulatorTraining, SequenceDataModule, str]:
+    dm = SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None)
     L.seed_everything(0)
     response_model = ResponseModel(dim=16, dropout=0.0, init_std=0.5)
     module = SimulatorTraining(response_model, partition=partition, num_negatives=20, calibration_negatives=10, lr=1e-2)
@@ -40,20 +40,16 @@ def fitted(tmp_path_factory, chain_csv):
     return module, dm, path
 
 
-def test_logged_windows_are_the_training_windows_with_their_users_and_ratings(fitted):
+def test_training_batches_carry_their_users_positions_and_ratings(fitted):
     _, dm, _ = fitted
     batch = dm.train_dataloader().dataset.__getitems__(list(range(len(dm.train_dataloader().dataset))))
-    windows = training_windows(dm.data, dm.split.train_end, 8)
-    assert sorted(map(tuple, torch.cat([batch["input"], batch["target"][:, -1:]], 1).tolist())) == sorted(
-        map(tuple, windows.tolist())
-    )
-    # each window is the user's events just before its end, and its ratings are those events' ratings
-    for row in range(len(batch["user"])):
-        user, end = int(batch["user"][row]), int(batch["end"][row])
-        events = slice(int(dm.data.offsets[user]), int(dm.data.offsets[user]) + end)
-        assert batch["target"][row, -1] == dm.data.items[events][-1]
-        assert batch["rating"][row, -1] == dm.data.ratings[events][-1]
-    assert (batch["rating"][batch["target"] == 0] == 0).all()
+    # each target is the event at its position in its user's sequence, with that event's rating
+    real = batch["target"] != 0
+    user = batch["user"].unsqueeze(1).expand_as(real)[real]
+    flat = dm.data.offsets[user] + batch["position"][real]
+    assert torch.equal(batch["target"][real], dm.data.items[flat])
+    assert torch.equal(batch["rating"][real], dm.data.ratings[flat])
+    assert (batch["position"][~real] == -1).all() and (batch["rating"][~real] == 0).all()
 
 
 def test_users_are_split_into_two_disjoint_reproducible_halves():
@@ -87,7 +83,7 @@ def test_event_partition_trains_each_model_on_its_own_events_of_every_user(tmp_p
     batch = dataset.__getitems__(list(range(len(dataset))))
     env = module.target_roles(batch)
     # the role of a target is that of its event (user, position), whichever window holds it
-    user, position = batch["user"].unsqueeze(1).expand_as(env), batch["end"].unsqueeze(1) - 8 + torch.arange(8)
+    user, position = batch["user"].unsqueeze(1).expand_as(env), batch["position"]
     real = batch["target"] != 0
     events = {}
     for u, p, e in zip(user[real].tolist(), position[real].tolist(), env[real].tolist()):

@@ -16,7 +16,14 @@ from lightning_rec.data.datasets import UserDataset, WindowDataset, keep_batch, 
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import PreprocessOptions, SequenceData, load_or_build
 from lightning_rec.data.sources import DataSource, MovieLensLatestSmall
-from lightning_rec.data.splits import Split, draw_cold_items, leave_one_out, temporal_split, training_sequences
+from lightning_rec.data.splits import (
+    Split,
+    TrainingSequences,
+    draw_cold_items,
+    leave_one_out,
+    temporal_split,
+    training_sequences,
+)
 
 
 @dataclasses.dataclass
@@ -92,7 +99,8 @@ class SequenceDataModule(L.LightningDataModule):
             raise DataError("no user can be evaluated: leave-one-out needs users with at least 3 interactions")
 
     def train_dataloader(self) -> DataLoader:
-        windows = training_windows(*self.training_sequences(), self.hparams.max_len)
+        data, train_end, positions = self.training_sequences()
+        windows = training_windows(data, train_end, self.hparams.max_len, positions)
         return self._loader(WindowDataset(windows), self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -135,15 +143,16 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_item_counts(self) -> torch.Tensor:
         """How often each item occurs in the training part of the sequences (popularity; 0 for cold items)."""
-        data, train_end = self.training_sequences()
+        data, train_end, _ = self.training_sequences()
         user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
         position = torch.arange(len(data.items)) - data.offsets[user_of_event]
         in_train = position < train_end[user_of_event]
         return torch.bincount(data.items[in_train], minlength=data.num_items + 1).float()
 
-    def training_sequences(self) -> tuple[SequenceData, torch.Tensor]:
-        """The sequences and per-user training ends that training sees: without the cold items' events
-        when `cold_item_fraction` > 0 (a seeded random share of items, never trained on)."""
+    def training_sequences(self) -> TrainingSequences:
+        """The sequences, per-user training ends and event positions that training sees (every stage's
+        training batches): without the cold items' events when `cold_item_fraction` > 0 (a seeded
+        random share of items, never trained on)."""
         self.setup()
         return training_sequences(self.data, self.split.train_end, self.cold_items)
 

@@ -28,11 +28,26 @@ def window_ends(train_end: torch.Tensor, max_len: int) -> tuple[torch.Tensor, to
     return user, train_end[user] - k * max_len
 
 
-def training_windows(data: SequenceData, train_end: torch.Tensor, max_len: int) -> torch.Tensor:
-    """The windows of `window_ends` as LongTensor[num_windows, max_len + 1], left-padded."""
+def training_windows(
+    data: SequenceData, train_end: torch.Tensor, max_len: int, positions: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """The windows of `window_ends`: "items" LongTensor[num_windows, max_len + 1] (left-padded with
+    0), each window's "user", each event's "position" in its user's full sequence (`positions`, one
+    per event of `data`; by default its position in `data`; -1 on padding) and, when the data has
+    ratings, each event's "ratings" (0 on padding)."""
     user, end = window_ends(train_end, max_len)
     starts = data.offsets[user]
-    return gather_windows(data.items, starts, starts + end, max_len + 1)
+    ends = starts + end
+    if positions is None:
+        positions = torch.arange(len(data.items)) - torch.repeat_interleave(data.offsets[:-1], data.lengths)
+    windows = {
+        "user": user,
+        "items": gather_windows(data.items, starts, ends, max_len + 1),
+        "position": gather_windows(positions + 1, starts, ends, max_len + 1) - 1,
+    }
+    if data.ratings is not None:
+        windows["ratings"] = gather_windows(data.ratings, starts, ends, max_len + 1)
+    return windows
 
 
 def keep_batch(batch):
@@ -41,17 +56,29 @@ def keep_batch(batch):
 
 
 class WindowDataset(Dataset):
-    """Training windows; the model predicts window[t + 1] from window[: t + 1]."""
+    """Training windows of `training_windows`; the model predicts window[t + 1] from window[: t + 1].
+    Batches {"user", "input", "target", "position"[, "rating"]}: the window's user, and each target's
+    position in the user's sequence and rating (-1 and 0 where there is no target), which the
+    simulator and the RL stages read and the recommender ignores."""
 
-    def __init__(self, windows: torch.Tensor):
+    def __init__(self, windows: dict[str, torch.Tensor]):
         self.windows = windows
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return len(self.windows["user"])
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = self.windows[torch.as_tensor(indices)]
-        return {"input": rows[:, :-1], "target": rows[:, 1:]}
+        idx = torch.as_tensor(indices)
+        items = self.windows["items"][idx]
+        batch = {
+            "user": self.windows["user"][idx],
+            "input": items[:, :-1],
+            "target": items[:, 1:],
+            "position": self.windows["position"][idx, 1:],
+        }
+        if "ratings" in self.windows:
+            batch["rating"] = self.windows["ratings"][idx, 1:]
+        return batch
 
 
 class UserDataset(Dataset):

@@ -8,6 +8,7 @@ and stage below works with either.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 
@@ -81,16 +82,24 @@ def draw_cold_items(num_items: int, fraction: float, seed: int = 0) -> torch.Ten
     return cold
 
 
-def training_sequences(
-    data: SequenceData, train_end: torch.Tensor, cold: torch.Tensor
-) -> tuple[SequenceData, torch.Tensor]:
+class TrainingSequences(NamedTuple):
+    """What training sees: the sequences, each user's training end in them, and each event's
+    position in its user's full sequence (where the RL stages start episodes and the simulator
+    deals events to its environments)."""
+
+    data: SequenceData
+    train_end: torch.Tensor  # LongTensor[num_users]
+    positions: torch.Tensor  # LongTensor like data.items
+
+
+def training_sequences(data: SequenceData, train_end: torch.Tensor, cold: torch.Tensor) -> TrainingSequences:
     """The training prefixes with every event of a `cold` item removed, as sequences plus per-user
     training ends (their lengths), so windows and popularity are built from them unchanged. Evaluation
     keeps the full sequences: cold items appear in test histories and as test targets."""
-    if not cold.any():
-        return data, train_end
     user_of_event = torch.repeat_interleave(torch.arange(data.num_users), data.lengths)
     position = torch.arange(len(data.items)) - data.offsets[user_of_event]
+    if not cold.any():
+        return TrainingSequences(data, train_end, position)
     keep = (position < train_end[user_of_event]) & ~cold[data.items]
     lengths = torch.bincount(user_of_event[keep], minlength=data.num_users)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
@@ -98,4 +107,4 @@ def training_sequences(
     kept = dataclasses.replace(
         data, items=data.items[keep], timestamps=data.timestamps[keep], ratings=ratings, offsets=offsets
     )
-    return kept, lengths
+    return TrainingSequences(kept, lengths, position[keep])

@@ -4,7 +4,6 @@ and the policy-gradient algorithms the PolicyFineTuner runs (docs/rl.md)."""
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import QuitRule, Temper, UserBehaviour
-from lightning_rec.rl.data import LoggedDataModule
 from lightning_rec.rl.ppo import PPO
 from lightning_rec.rl.reinforce import OffPolicyReinforce, Reinforce
 from lightning_rec.rl.response_model import ResponseModel
@@ -14,7 +13,6 @@ from lightning_rec.rl.simulator import SimulatorState, UserSimulator
 __all__ = [
     "PPO",
     "Episodes",
-    "LoggedDataModule",
     "OffPolicyReinforce",
     "PolicyAlgorithm",
     "PopularityAgent",

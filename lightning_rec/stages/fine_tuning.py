@@ -138,7 +138,7 @@ class PolicyFineTuner(L.LightningModule):
             self.train_simulator,
             agent,
             batch["user"][keep],
-            batch["end"][keep],
+            batch["position"][keep, -1] + 1,  # episodes start right after the window
             self.hparams.slate_size,
             sample=True,
             generator=self.generator,

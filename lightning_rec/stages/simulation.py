@@ -46,7 +46,7 @@ def eval_events(phase: torch.Tensor, positions: torch.Tensor, eval_fraction: flo
 
 
 class SimulatorTraining(L.LightningModule):
-    """Trains two ResponseModels through `lightning-rec fit` with a LoggedDataModule: next-item
+    """Trains two ResponseModels through `lightning-rec fit` with the SequenceDataModule's windows: next-item
     softmax (cross-entropy of the logged next item against `num_negatives` uniform random items
     shared by the batch) and ratings (squared error on logged ratings).
 
@@ -159,9 +159,7 @@ class SimulatorTraining(L.LightningModule):
         user, target = batch["user"], batch["target"]
         if self.hparams.partition == "users":
             return self.role_of_user[user].unsqueeze(1).expand_as(target)
-        max_len = target.shape[1]
-        positions = batch["end"].unsqueeze(1) - max_len + torch.arange(max_len, device=target.device)
-        return eval_events(self.event_phase[user].unsqueeze(1), positions, self.hparams.eval_fraction).long()
+        return eval_events(self.event_phase[user].unsqueeze(1), batch["position"], self.hparams.eval_fraction).long()
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
