@@ -77,8 +77,11 @@ class UserBehaviour:
 
     Choice: a multinomial logit over the slate plus a no-click option of utility
     `no_click_utility` (0 makes a slate of one item clicked with exactly its calibrated click
-    probability); at most one click per slate. Reward: 1 per click, or, where the data has ratings,
-    the predicted rating rescaled to [0, 1] (`satisfaction`).
+    probability); at most one click per slate, and one every slate with `no_click_utility: -.inf`
+    (EasyRL4Rec's user consumes every recommended item). Reward (`satisfaction`): 1 per click, or,
+    where the data has ratings, the clicked item's (predicted or ground-truth) rating rescaled to
+    [0, 1] (`reward: rescaled`, the default) or as it is (`reward: rating`: the field's units, e.g.
+    KuaiRec's watch ratio).
 
     How a session ends is the `mode`; every mode ends it after `max_steps` slates:
     - "patience" (the default): patience starts at `initial_patience` and drops by `ignore_cost`
@@ -106,11 +109,14 @@ class UserBehaviour:
         mode: Mode = "patience",
         quit: QuitRule | None = None,
         temper: Temper | None = None,
+        reward: Literal["rescaled", "rating"] = "rescaled",
     ):
         if max_steps < 1 or initial_patience <= 0:
             raise ValueError(
                 f"UserBehaviour needs max_steps >= 1 and initial_patience > 0, got {max_steps}, {initial_patience}"
             )
+        if reward not in ("rescaled", "rating"):
+            raise ValueError(f"UserBehaviour.reward must be 'rescaled' or 'rating', got {reward!r}")
         if mode not in MODES:
             raise ValueError(f"UserBehaviour.mode must be one of {', '.join(MODES)}, got {mode!r}")
         mode_repeats = "allow" if mode == "FreeB" else "forbid"
@@ -132,7 +138,7 @@ class UserBehaviour:
         )
         self.repeat_cost, self.no_click_utility = repeat_cost, no_click_utility
         self.repeats = repeats if repeats is not None else mode_repeats
-        self.mode, self.quit, self.temper = mode, quit, temper
+        self.mode, self.quit, self.temper, self.reward = mode, quit, temper, reward
 
     @property
     def masks_repeats(self) -> bool:
@@ -146,7 +152,8 @@ class UserBehaviour:
     def choice_probabilities(self, utilities: torch.Tensor, clickable: torch.Tensor) -> torch.Tensor:
         """[B, K + 1]: probability of clicking each slate position, and (last column) of no click."""
         utilities = utilities.masked_fill(~clickable, float("-inf"))
-        no_click = torch.full_like(utilities[:, :1], self.no_click_utility)
+        nothing = ~clickable.any(1, keepdim=True)  # no click for certain, even at no_click_utility -inf
+        no_click = torch.full_like(utilities[:, :1], self.no_click_utility).masked_fill(nothing, 0.0)
         return torch.softmax(torch.cat([utilities, no_click], dim=1), dim=1)
 
     def choose(self, probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -157,9 +164,12 @@ class UserBehaviour:
     def satisfaction(
         self, rating: torch.Tensor | None, rating_range: torch.Tensor | None, clicked: torch.Tensor
     ) -> torch.Tensor:
-        """Reward of each user's step: the click's rating rescaled to [0, 1], or 1 per click without ratings."""
+        """Reward of each user's step: the click's rating rescaled to [0, 1] (or as it is, with
+        `reward: rating`), or 1 per click without ratings."""
         if rating is None:
             return clicked.float()
+        if self.reward == "rating":
+            return clicked * rating
         low, high = rating_range
         return clicked * ((rating - low) / (high - low)).clamp(0, 1)
 

@@ -61,6 +61,10 @@ class ResponseModel(nn.Module):
         """States after each item of left-padded histories [B, H] -> [B, H, D]."""
         return self.gru(self.drop(self._inputs(history)))[0]
 
+    def start(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Each user's state [B, D] at the start of an episode: after the last item of their history."""
+        return self.encode(history)[:, -1]
+
     def advance(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """State [B, D] after consuming one more item each [B]."""
         return self.gru(self._inputs(items).unsqueeze(1), state.unsqueeze(0).contiguous())[0].squeeze(1)

@@ -21,7 +21,7 @@ class Episodes:
     rewards: torch.Tensor  # FloatTensor[B, T], 0 after the episode's end
     valid: torch.Tensor  # BoolTensor[B, T]: the step happened (a prefix of each row)
     consumed: torch.Tensor  # BoolTensor[B, N + 1]: what the rollout masked when the episode began (padding,
-    # and what each user had consumed unless repeats were allowed)
+    # items the environment cannot show, and what each user had consumed unless repeats were allowed)
     log_probs: torch.Tensor | None = (
         None  # FloatTensor[B, T, K]: each slate item's log-probability in the sampling softmax
     )
@@ -64,14 +64,15 @@ def rollout(
     sample: bool = False,
     generator: torch.Generator | None = None,
 ) -> Episodes:
-    """Play one episode per user: the agent's scores, masked for padding and for consumed and already
-    shown items (not in the FreeB mode, where repeats are allowed), give a slate by the agent's
-    `select` (top-K) or, with `sample`, by drawing K items without replacement."""
+    """Play one episode per user: the agent's scores, masked for padding, items the environment
+    cannot show (`env.available`) and consumed and already shown items (not in the FreeB mode, where
+    repeats are allowed), give a slate by the agent's `select` (top-K) or, with `sample`, by drawing
+    K items without replacement."""
     state = env.reset(users, positions)
     agent.start(state)
-    masks_repeats = env.behaviour.masks_repeats  # FreeB: only padding is masked
+    masks_repeats = env.behaviour.masks_repeats  # FreeB: only padding (and unavailable items) masked
     blocked = state.consumed.clone() if masks_repeats else torch.zeros_like(state.consumed)
-    blocked[:, 0] = True
+    blocked |= ~env.available  # padding, and items the environment cannot show
     consumed = blocked.clone()
     steps = {"slates": [], "clicks": [], "rewards": [], "valid": [], "log_probs": []}
     while not state.done.all():

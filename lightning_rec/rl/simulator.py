@@ -19,6 +19,7 @@ from lightning_rec.data.datasets import gather_windows
 from lightning_rec.data.preprocess import SequenceData
 from lightning_rec.rl.behaviour import UserBehaviour, remember
 from lightning_rec.rl.response_model import ResponseModel
+from lightning_rec.rl.reward_matrix import MatrixResponse
 
 
 @dataclasses.dataclass
@@ -28,7 +29,7 @@ class SimulatorState:
     users: torch.Tensor  # LongTensor[B]: user indices into the data
     history: torch.Tensor  # LongTensor[B, H]: most recent consumed items, left-padded, newest last
     consumed: torch.Tensor  # BoolTensor[B, N + 1]: every item the user has consumed (logs + clicks)
-    response: torch.Tensor  # FloatTensor[B, D]: the response model's state of the user
+    response: torch.Tensor  # [B, D]: the response model's state of the user (a MatrixResponse's: its row)
     normaliser: torch.Tensor  # FloatTensor[B]: the response model's log_normaliser of that state
     patience: torch.Tensor  # FloatTensor[B]
     done: torch.Tensor  # BoolTensor[B]: the session is over
@@ -39,18 +40,21 @@ class SimulatorState:
 
 
 class UserSimulator:
-    """Simulated users: a learned ResponseModel (clicks, ratings) plus a UserBehaviour (choice,
-    reward, leaving), with episodes that start from `data`'s logged histories of `users`.
+    """Simulated users: a learned ResponseModel (clicks, ratings), or a ground-truth
+    MatrixResponse (rl/reward_matrix.py), plus a UserBehaviour (choice, reward, leaving), with
+    episodes that start from `data`'s logged histories of `users`.
 
     `users` are the users this environment may simulate (those its response model was fit on);
     `reset` refuses others, so that a policy is never trained on the evaluation environment's users.
     `categories` (LongTensor[N + 1], 0 = none: the data module's `catalog.categories`) are what a
-    behaviour's quit rule counts.
+    behaviour's quit rule counts. `available` (BoolTensor[N + 1], default: every item) are the items
+    the environment can show (a ground-truth matrix's items): others are never clicked, and
+    `rollout` masks them.
     """
 
     def __init__(
         self,
-        response_model: ResponseModel,
+        response_model: ResponseModel | MatrixResponse,
         behaviour: UserBehaviour,
         data: SequenceData,
         train_end: torch.Tensor,
@@ -58,6 +62,7 @@ class UserSimulator:
         history_len: int = 50,
         seed: int = 0,
         categories: torch.Tensor | None = None,
+        available: torch.Tensor | None = None,
     ):
         if behaviour.quit is not None and categories is None:
             raise ValueError(
@@ -70,7 +75,7 @@ class UserSimulator:
             )
         self.model = response_model.eval()
         self.behaviour = behaviour
-        self.device = next(response_model.parameters()).device
+        self.device = next(response_model.buffers()).device
         self.categories = None if categories is None else categories.to(self.device)
         self.items, self.offsets = data.items.to(self.device), data.offsets.to(self.device)
         self.train_end = train_end.to(self.device)
@@ -78,6 +83,9 @@ class UserSimulator:
         self.allowed = torch.zeros(data.num_users, dtype=torch.bool, device=self.device)
         self.allowed[self.users] = True
         self.num_items, self.history_len = data.num_items, history_len
+        available = torch.ones(data.num_items + 1, dtype=torch.bool) if available is None else available.clone()
+        self.available = available.to(self.device)
+        self.available[0] = False
         self.generator = torch.Generator(self.device)
         self.seed(seed)
         self.state: SimulatorState | None = None
@@ -103,7 +111,7 @@ class UserSimulator:
         consumed = torch.zeros(len(users), self.num_items + 1, dtype=torch.bool, device=self.device)
         consumed[row, self.items[event]] = True
         false = torch.zeros(len(users), dtype=torch.bool, device=self.device)
-        response = self.model.encode(history)[:, -1]
+        response = self.model.start(users, history)
         temper, quit = self.behaviour.temper, self.behaviour.quit
         self.state = SimulatorState(
             users=users,
@@ -196,7 +204,7 @@ class UserSimulator:
         earlier = torch.ones(k, k, dtype=torch.bool, device=slates.device).tril(-1)
         duplicate = ((slates.unsqueeze(2) == slates.unsqueeze(1)) & earlier).any(2)
         repeats = shown & (state.consumed.gather(1, slates) | duplicate)
-        clickable = shown & ~state.done.unsqueeze(1)
+        clickable = shown & ~state.done.unsqueeze(1) & self.available[slates]
         if self.behaviour.repeats == "forbid":
             clickable = clickable & ~repeats
         return self.model.click_logits(state.response, slates, state.normaliser), clickable, repeats

@@ -11,9 +11,9 @@ from lightning_rec.metrics import ranking_metrics
 from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.environments import Environment, stage_environment
 from lightning_rec.rl.episode_states import states_at_slots
 from lightning_rec.rl.rollout import Episodes, rollout
-from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.stages.pretraining import (
     RECOMMENDER_KEY,
     SequentialRecommender,
@@ -31,8 +31,9 @@ class PolicyFineTuner(L.LightningModule):
     OffPolicyReinforce, PPO, ...) is a YAML component.
 
     Episodes are played in the "train" simulator of the `simulator` checkpoint (never its "eval"
-    one), starting where the batch's logged windows end, for the windows of that simulator's
-    users; `behaviour` sets its choice and leave rules. The policy's state is its
+    one), or of `environment` (rl/environments.py; then `simulator: null`), starting where the
+    batch's logged windows end, for the windows of that simulator's users; `behaviour` sets its
+    choice and leave rules. The policy's state is its
     encoder's output over the last `context_len` logged items plus the episode's clicks (see
     rl/episode_states), so context_len + behaviour.max_steps must fit the encoder's max_len. RL
     runs the networks without dropout. Validation and test are the recommender's offline ranking
@@ -49,7 +50,7 @@ class PolicyFineTuner(L.LightningModule):
     def __init__(
         self,
         pretrained: str,
-        simulator: str,
+        simulator: str | None,
         algorithm: PolicyAlgorithm,
         behaviour: UserBehaviour | None = None,
         slate_size: int = 10,
@@ -62,9 +63,11 @@ class PolicyFineTuner(L.LightningModule):
         supervised_windows: int = 32,
         seed: int = 0,
         eval_ks: list[int] = [10, 20],
+        environment: Environment | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.environment = stage_environment(environment, simulator)
         self.automatic_optimization = False
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
         if temperature <= 0:
@@ -106,15 +109,9 @@ class PolicyFineTuner(L.LightningModule):
     # -- the simulator -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        self.train_simulator = load_simulators(
-            self.hparams.simulator,
-            datamodule.data,
-            datamodule.split.train_end,
-            self.behaviour,
-            self.hparams.seed,
-            self.device,
-            datamodule.catalog.categories,
-        )["train"]
+        self.train_simulator = self.environment.simulator(
+            "train", datamodule, self.behaviour, self.hparams.seed, self.device
+        )
         self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
         ratings = datamodule.data.ratings
         self.rating_range = (

@@ -22,8 +22,8 @@ import torch
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metrics
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.environments import Environment, stage_environment
 from lightning_rec.rl.rollout import rollout
-from lightning_rec.rl.simulator_artifact import load_simulators
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.scoring import mask_scores
 from lightning_rec.stages.pretraining import load_recommender
@@ -33,13 +33,15 @@ class PolicyEvaluation(L.LightningModule):
     """Runs under `lightning-rec test` with the SequenceDataModule the policies were trained on.
 
     `supervised` is the pretraining checkpoint; `policies` maps names to PolicyFineTuner (or any
-    recommender) checkpoints. `behaviour`, `slate_size` and `context_len` should be those the RL
+    recommender) checkpoints. Policies are judged in `environment` (rl/environments.py: e.g. a
+    GroundTruth reward matrix; then `simulator: null`), by default the "eval" role of the
+    `simulator` checkpoint. `behaviour`, `slate_size` and `context_len` should be those the RL
     policies were trained with.
     """
 
     def __init__(
         self,
-        simulator: str,
+        simulator: str | None,
         supervised: str,
         policies: dict[str, str] | None = None,
         behaviour: UserBehaviour | None = None,
@@ -49,9 +51,11 @@ class PolicyEvaluation(L.LightningModule):
         seed: int = 0,
         ks: list[int] = [10],
         output_dir: str = "outputs/rl-evaluation",
+        environment: Environment | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.environment = stage_environment(environment, simulator)
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
         self.recommenders: torch.nn.ModuleDict | None = None  # loaded in setup
 
@@ -86,15 +90,7 @@ class PolicyEvaluation(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
         data, hp = datamodule.data, self.hparams
-        simulator = load_simulators(
-            hp.simulator,
-            data,
-            datamodule.split.train_end,
-            self.behaviour,
-            hp.seed,
-            self.device,
-            datamodule.catalog.categories,
-        )["eval"]
+        simulator = self.environment.simulator("eval", datamodule, self.behaviour, hp.seed, self.device)
         users = simulator.users.repeat(hp.episodes_per_user)
         agents: dict[str, SlateAgent] = {
             "random": RandomAgent(data.num_items, hp.seed),

@@ -1,0 +1,92 @@
+"""Where the RL stages' simulated users come from, as a YAML component (`environment:`): a learned
+simulator's checkpoint (the default) or a ground-truth reward matrix. Both give a UserSimulator, so
+the rollout, the behaviour (modes, quit rule, temper) and every table are the same."""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+import torch
+
+from lightning_rec.data.datamodule import SequenceDataModule
+from lightning_rec.data.sources.base import DataSource
+from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.reward_matrix import MatrixResponse, reward_matrix
+from lightning_rec.rl.simulator import UserSimulator
+from lightning_rec.rl.simulator_artifact import load_simulators
+
+
+class Environment(abc.ABC):
+    """Builds the UserSimulator a stage plays, over the stage's data module."""
+
+    @abc.abstractmethod
+    def simulator(
+        self,
+        role: Literal["train", "eval"],
+        datamodule: SequenceDataModule,
+        behaviour: UserBehaviour,
+        seed: int,
+        device: torch.device | str,
+    ) -> UserSimulator:
+        """The simulator of `role` (the fine-tuning stage trains in "train", evaluation judges in "eval")."""
+
+
+class LearnedSimulator(Environment):
+    """The SimulatorTraining checkpoint's response model of each role (rl/simulator_artifact.py)."""
+
+    def __init__(self, checkpoint: str):
+        self.checkpoint = checkpoint
+
+    def simulator(self, role, datamodule, behaviour, seed, device) -> UserSimulator:
+        data, train_end, categories = datamodule.data, datamodule.split.train_end, datamodule.catalog.categories
+        return load_simulators(self.checkpoint, data, train_end, behaviour, seed, device, categories)[role]
+
+
+class GroundTruth(Environment):
+    """A reward matrix read from `source` (a DataSource whose events carry the value as their rating:
+    KuaiRec's small_matrix with watch_ratio, Coat's test part), matched to the data module's users and
+    items by their original ids: its users (those of the data; episodes start after their training
+    history, as in a learned simulator) are the simulated users, its items the only ones shown, and
+    each shown item's value its rating and, through `click_threshold` and `click_scale`, its click
+    utility (MatrixResponse). `clip`, `missing` ("mf": complete the unobserved pairs by matrix
+    factorisation, for randomly exposed ratings) and the MF options: `reward_matrix`. Both roles get
+    the same users: as a training environment it trains on the users it judges.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        clip: tuple[float, float] | None = None,
+        missing: float | Literal["mf"] = 0.0,
+        click_threshold: float = 0.0,
+        click_scale: float = 1.0,
+        mf_dim: int = 16,
+        mf_l2: float = 0.1,
+        history_len: int = 50,
+    ):
+        self.source, self.clip, self.missing = source, clip, missing
+        self.click_threshold, self.click_scale = click_threshold, click_scale
+        self.mf_dim, self.mf_l2, self.history_len = mf_dim, mf_l2, history_len
+
+    def simulator(self, role, datamodule, behaviour, seed, device) -> UserSimulator:
+        raw = self.source.load()
+        data, train_end = datamodule.data, datamodule.split.train_end
+        values, rows, available = reward_matrix(
+            raw.interactions, data, raw.name, self.clip, self.missing, self.mf_dim, self.mf_l2, seed
+        )
+        users = torch.nonzero((rows >= 0) & (train_end >= 1)).squeeze(1)
+        if len(users) == 0:
+            raise ValueError(f"{raw.name}: no user of the reward matrix has a logged event in the data to start from")
+        shown = values[:, available]
+        low, high = self.clip if self.clip is not None else (float(shown.min()), float(shown.max()))
+        response = MatrixResponse(values, rows, (low, high), self.click_threshold, self.click_scale).to(device)
+        categories = datamodule.catalog.categories
+        return UserSimulator(response, behaviour, data, train_end, users, self.history_len, seed, categories, available)
+
+
+def stage_environment(environment: Environment | None, simulator: str | None) -> Environment:
+    """A stage's environment: `environment`, or the learned simulator checkpoint `simulator`."""
+    if (environment is None) == (simulator is None):
+        raise ValueError("set exactly one of `simulator` (a simulation checkpoint) and `environment`")
+    return environment if environment is not None else LearnedSimulator(simulator)
