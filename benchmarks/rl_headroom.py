@@ -101,7 +101,7 @@ def main() -> None:
             episodes = rollout(env, agent, users, slate_size=recipe["slate_size"])
         rows.append({"agent": name, **online_metrics(episodes, data.data.num_items)})
     table = pd.DataFrame(rows)
-    table["return / supervised"] = table["return"] / table.loc[table.agent == "supervised", "return"].item()
+    table["R_tra / supervised"] = table["R_tra"] / table.loc[table.agent == "supervised", "R_tra"].item()
     print(
         f"{args.environment} environment: {len(env.users)} users x {episodes_per_user} episodes, "
         f"greedy slates of {recipe['slate_size']}"

@@ -414,39 +414,116 @@ EVALUATION = """class_path: lightning_rec.stages.policy_evaluation.PolicyEvaluat
     simulator: {simulator}
     supervised: {pretrained}
     policies: {{ppo: {ppo}}}
-    behaviour: {{class_path: lightning_rec.rl.UserBehaviour, init_args: {{max_steps: 3, initial_patience: 2.0}}}}
+    behaviour:
+      class_path: lightning_rec.rl.UserBehaviour
+      init_args: {{mode: NX_0, max_steps: 3, quit: {{window: 2, threshold: 0}}}}
+    modes: [FreeB, NX_0, NX_X]
     slate_size: 4
     context_len: 8
     episodes_per_user: 2
+    spread_penalties: [0.0, 1.0, 100.0]
     output_dir: {out}"""
 
 
-def test_evaluation_table_ranks_the_policies_and_writes_its_files(world, ppo_checkpoint, capsys):
+def with_categories(config: str, data: str) -> str:
+    """The data block of `config` with an item file whose `genre` (item % 4 + 1) is the category."""
     import pandas as pd
 
-    from lightning_rec.cli import main
+    items = data.replace(".csv", "_items.csv")
+    pd.DataFrame({"item": range(1, NUM_ITEMS + 1), "genre": np.arange(1, NUM_ITEMS + 1) % 4 + 1}).to_csv(
+        items, index=False
+    )
+    source = f"path: {data}, rating_col: rating"
+    return config.replace(source, f"{source}, item_path: {items}").replace(
+        "    max_len: 12\n", "    max_len: 12\n    category: {column: genre}\n"
+    )
 
+
+def test_evaluation_table_ranks_the_policies_per_mode_and_writes_its_files(world, ppo_checkpoint, capsys, monkeypatch):
+    import pandas as pd
+
+    import lightning_rec.stages.policy_evaluation as evaluation
+    from lightning_rec.cli import main
+    from lightning_rec.rl.simulator_artifact import simulated_users
+
+    tuned, real_tune = [], evaluation.tune  # (the tuning environment's users, the choice, each penalty's R_tra)
+
+    def spy(candidates, env, users, slate_size, seed):
+        choice, returns = real_tune(candidates, env, users, slate_size, seed)
+        tuned.append((env.users.cpu(), choice, returns))
+        return choice, returns
+
+    monkeypatch.setattr(evaluation, "tune", spy)
     root, data, pretrained, simulator = world
     out = root / "evaluation"
     out.mkdir()
     config = out / "config.yaml"
     model = EVALUATION.format(simulator=simulator, pretrained=pretrained, ppo=ppo_checkpoint, out=out)
-    config.write_text(PRETRAIN.format(data=data, model=model, epochs=1, out=out, batch_size=32))
+    config.write_text(with_categories(PRETRAIN.format(data=data, model=model, epochs=1, out=out, batch_size=32), data))
     main(["test", "-c", str(config)])
-    table = pd.read_csv(out / "table.csv").set_index("policy")
-    assert list(table.index) == ["random", "popularity", "supervised", "ppo"]
-    assert {"return", "ctr", "length", "coverage", "test_recall@10", "test_ndcg@10"} <= set(table.columns)
-    assert table.loc["ppo", "return"] > table.loc["supervised", "return"] + 0.5
-    assert ((table["ctr"] >= 0) & (table["ctr"] <= 1) & (table["length"] <= 3)).all()
-    assert table.loc["popularity", "coverage"] < table.loc["random", "coverage"]
-    # ratios to the supervised policy: of the table's own means, with paired standard errors
-    for metric in ("return", "test_ndcg@10"):
-        ratio = table[f"{metric}_vs_supervised"]
-        np.testing.assert_allclose(ratio, table[metric] / table.loc["supervised", metric], rtol=1e-4)
-        assert ratio["supervised"] == 1.0 and table.loc["supervised", f"{metric}_vs_supervised_se"] == 0.0
-        assert (table[f"{metric}_vs_supervised_se"].drop("supervised") > 0).all()
-    assert (out / "reward_curves.png").stat().st_size > 0 and "| ppo |" in (out / "table.md").read_text()
-    assert "ppo" in capsys.readouterr().out
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.columns[:8]) == [
+        "mode",
+        "policy",
+        "setting",
+        "R_tra",
+        "len_tra",
+        "reward_per_turn",
+        "ctr",
+        "coverage",
+    ]
+    assert {"test_recall@10", "test_ndcg@10", "R_tra_vs_supervised_se", "test_ndcg@10_vs_supervised_se"} <= set(
+        table.columns
+    )
+    baselines = ["random", "popularity", "supervised", "epsilon-greedy", "category-spread", "ppo"]
+    blocks = {mode: block.set_index("policy") for mode, block in table.groupby("mode", sort=False)}
+    assert list(blocks) == ["FreeB", "NX_0", "NX_X"]
+    assert list(blocks["NX_0"].index) == list(blocks["FreeB"].index) == [*baselines, "quit-oracle"]
+    assert list(blocks["NX_X"].index) == baselines  # no quit rule, no oracle
+    # the penalty is tuned once per mode, in the train environment only, and the table names the choice
+    train_users = simulated_users(simulator)["train"]
+    assert len(tuned) == 3 and all(torch.equal(users.sort().values, train_users.sort().values) for users, _, _ in tuned)
+    for (_, choice, returns), block in zip(tuned, blocks.values()):
+        assert choice == max(returns, key=returns.get)
+        assert block.loc["category-spread", "setting"] == f"penalty={choice:g} (tuned in train)"
+    assert "chosen" in capsys.readouterr().out
+    np.testing.assert_allclose(table["R_tra"], table["reward_per_turn"] * table["len_tra"], rtol=1e-5)
+    assert ((table["ctr"] >= 0) & (table["ctr"] <= 1) & (table["len_tra"] <= 3)).all()
+    assert (blocks["NX_X"]["len_tra"] == 3).all()  # exactly X turns
+    for mode in ("FreeB", "NX_0"):  # told the rule, the oracle never lets anyone quit in 3 turns
+        assert blocks[mode].loc["quit-oracle", "len_tra"] == 3 > blocks[mode].loc["supervised", "len_tra"]
+    nx_0 = blocks["NX_0"]
+    assert nx_0.loc["ppo", "R_tra"] > nx_0.loc["supervised", "R_tra"] + 0.5
+    assert nx_0.loc["popularity", "coverage"] < nx_0.loc["random", "coverage"]
+    # ratios to the supervised policy: of the block's own means, with paired standard errors; the
+    # re-rankers rank no catalogue, so they have no offline columns
+    for metric in ("R_tra", "test_ndcg@10"):
+        ranked = nx_0[f"{metric}_vs_supervised"].dropna()
+        np.testing.assert_allclose(ranked, nx_0.loc[ranked.index, metric] / nx_0.loc["supervised", metric], rtol=1e-4)
+        assert ranked["supervised"] == 1.0 and nx_0.loc["supervised", f"{metric}_vs_supervised_se"] == 0.0
+        assert (nx_0[f"{metric}_vs_supervised_se"].drop("supervised").dropna() > 0).all()
+    assert nx_0.loc[["epsilon-greedy", "category-spread", "quit-oracle"], "test_ndcg@10"].isna().all()
+    assert (out / "reward_curves.png").stat().st_size > 0 and "| NX_0 | ppo |" in (out / "table.md").read_text()
+
+
+def test_the_field_units_and_curves_of_hand_made_episodes():
+    from lightning_rec.rl.rollout import Episodes
+    from lightning_rec.rl.tables import online_metrics, reward_curve
+
+    # user 0 plays 3 turns, clicks at turns 1 (reward 1) and 3 (0.5); user 1 leaves after an ignored
+    # slate; user 2 clicks at turn 1 (reward 1) and ignores turn 2; items 1-5 of 10 are shown
+    slates = torch.tensor([[[1, 2], [3, 4], [1, 5]], [[2, 3], [0, 0], [0, 0]], [[1, 2], [2, 3], [0, 0]]])
+    clicks = torch.zeros(3, 3, 2, dtype=torch.bool)
+    clicks[0, 0, 0] = clicks[0, 2, 1] = clicks[2, 0, 1] = True
+    rewards = torch.tensor([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    episodes = Episodes(slates, clicks, rewards, valid, consumed=torch.zeros(3, 11, dtype=torch.bool))
+    assert online_metrics(episodes, num_items=10) == pytest.approx(
+        {"R_tra": 2.5 / 3, "len_tra": 2.0, "reward_per_turn": 2.5 / 6, "ctr": 3 / 6, "coverage": 0.5}
+    )
+    reward_by_turn, survival = reward_curve(episodes, max_steps=4)
+    assert survival == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    assert reward_by_turn == pytest.approx([2 / 3, 0.0, 0.5 / 3, 0.0]) and sum(reward_by_turn) == pytest.approx(2.5 / 3)
 
 
 def test_paired_ratio_and_its_standard_error():

@@ -11,7 +11,7 @@ from test_session_dynamics import SURE_CLICK, simulator
 
 from lightning_rec.rl import PopularityAgent, SlateAgent, UserBehaviour, rollout
 from lightning_rec.rl.behaviour import QuitRule
-from lightning_rec.rl.rerankers import CategorySpread, EpsilonGreedy, QuitOracle, Reranker
+from lightning_rec.rl.rerankers import CategorySpread, EpsilonGreedy, QuitOracle, Reranker, tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,6 +84,20 @@ def test_in_the_simulator_the_oracle_never_lets_the_user_quit_where_the_base_ran
     oracle = QuitOracle(2, 0).wrap(popularity, SIMULATED_CATEGORIES)
     episodes = rollout(env, oracle, torch.arange(1), slate_size=1)
     assert episodes.clicked.tolist() == [[1, 4, 7, 2, 5, 8]] and not env.state.left.any()
+
+
+def test_tuning_picks_the_penalty_that_earns_most_in_the_environment_it_is_given():
+    def candidates():  # item 1 first, then 2, ...: the greedy slates repeat category 1
+        popularity = PopularityAgent(torch.arange(10, 0, -1))
+        return {value: CategorySpread(value).wrap(popularity, SIMULATED_CATEGORIES) for value in (0.0, 0.5, 20.0)}
+
+    users = torch.arange(3)
+    bored = simulator(UserBehaviour(mode="NX_0", quit=QuitRule(2, 0), max_steps=6, no_click_utility=SURE_CLICK), 3)
+    # penalty 0 or 0.5 (under the score gaps of 1): items 1, 2 and the user quits; 20: 1, 4, 7, 2, 5, 8
+    assert tune(candidates(), bored, users, slate_size=1) == (20.0, {0.0: 2.0, 0.5: 2.0, 20.0: 6.0})
+    # exactly 6 slates and nobody quits: every penalty earns the same, the first (the least) is kept
+    exact = simulator(UserBehaviour(mode="NX_X", max_steps=6, no_click_utility=SURE_CLICK), 3)
+    assert tune(candidates(), exact, users, slate_size=1) == (0.0, {0.0: 6.0, 0.5: 6.0, 20.0: 6.0})
 
 
 def test_epsilon_greedy_replaces_positions_by_random_free_items():

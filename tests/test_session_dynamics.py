@@ -159,6 +159,24 @@ def test_freeb_allows_repeats_and_nx_0_forbids_them_without_charging_patience():
     assert rewards.tolist() == [[0, 0, 0, 0]] and ended.tolist() == [4] and not left.any()  # no patience to lose
 
 
+def test_in_mode_replays_the_same_user_under_another_protocol():
+    temper = Temper(initial=2.0)
+    nx_0 = UserBehaviour(mode="NX_0", quit=QuitRule(2, 0), temper=temper, max_steps=6, no_click_utility=SURE_CLICK)
+    free, exact, again = nx_0.in_mode("FreeB"), nx_0.in_mode("NX_X"), nx_0.in_mode("NX_0")
+    assert (free.repeats, free.quit, free.temper) == ("allow", nx_0.quit, temper)
+    assert (exact.repeats, exact.quit, exact.temper) == ("forbid", None, None)
+    for other in (free, exact, again):
+        assert (other.max_steps, other.no_click_utility) == (6, SURE_CLICK)
+    # category 1 twice within two clicks; the logged item 9 again and again, which NX_0 does not let
+    # the user click: the temper (2) falls by 1 a slate
+    slates = [[1, 4, 2, 5, 5, 5], [9] * 6]
+    assert play(again, slates)[0].tolist() == play(nx_0, slates)[0].tolist() == [3, 2]
+    assert play(free, slates)[1].tolist() == [[1, 1, 1, 0, 0, 0], [1] * 6]  # FreeB: item 9 is a sure click
+    assert play(exact, slates)[0].tolist() == [6, 6]  # neither quit rule nor temper: all six slates
+    with pytest.raises(ValueError, match="ends sessions by the quit rule"):
+        UserBehaviour().in_mode("NX_0")  # patience without a quit rule has none to keep
+
+
 def test_the_default_is_the_patience_model():
     behaviour = UserBehaviour(no_click_utility=SURE_CLICK)
     assert behaviour.mode == "patience" and behaviour.repeats == "forbid" and behaviour.masks_repeats

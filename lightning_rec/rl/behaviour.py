@@ -140,6 +140,25 @@ class UserBehaviour:
         self.repeats = repeats if repeats is not None else mode_repeats
         self.mode, self.quit, self.temper, self.reward = mode, quit, temper, reward
 
+    def in_mode(self, mode: Mode) -> UserBehaviour:
+        """The same user (choice, reward, patience costs, quit rule, temper) under another session
+        protocol: the mode's repeats, and NX_X without the quit rule and temper (it plays exactly
+        max_steps slates), so one evaluation can report FreeB, NX_0 and NX_X side by side."""
+        exact = mode == "NX_X"
+        return UserBehaviour(
+            max_steps=self.max_steps,
+            initial_patience=self.initial_patience,
+            ignore_cost=self.ignore_cost,
+            dissatisfaction_cost=self.dissatisfaction_cost,
+            satisfied_rating=self.satisfied_rating,
+            repeat_cost=self.repeat_cost,
+            repeats=self.repeats if mode == "patience" else None,
+            no_click_utility=self.no_click_utility,
+            mode=mode,
+            quit=None if exact else self.quit,
+            temper=None if exact else self.temper,
+        )
+
     @property
     def masks_repeats(self) -> bool:
         """Whether slates must leave out what the user consumed or was already shown (all modes but FreeB)."""

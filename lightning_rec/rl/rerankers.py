@@ -14,7 +14,8 @@ import torch
 
 from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.behaviour import QuitRule, remember
-from lightning_rec.rl.simulator import SimulatorState
+from lightning_rec.rl.rollout import rollout
+from lightning_rec.rl.simulator import SimulatorState, UserSimulator
 
 
 def category_counts(categories: torch.Tensor, num_categories: int) -> torch.Tensor:
@@ -23,6 +24,20 @@ def category_counts(categories: torch.Tensor, num_categories: int) -> torch.Tens
     counts.scatter_add_(1, categories, torch.ones_like(categories))
     counts[:, 0] = 0
     return counts
+
+
+def tune(
+    candidates: dict[float, SlateAgent], env: UserSimulator, users: torch.Tensor, slate_size: int, seed: int = 0
+) -> tuple[float, dict[float, float]]:
+    """The knob value whose agent earns the highest mean return playing `users` greedily in `env`
+    (the same random clicks for each), and every value's mean return. Pass the environment the
+    policies are trained in, never the one they are judged in: a baseline tuned on the evaluation
+    users would have seen the test. Ties go to the first value."""
+    returns = {}
+    for value, agent in candidates.items():
+        env.seed(seed)
+        returns[value] = float(rollout(env, agent, users, slate_size=slate_size).rewards.sum(1).mean())
+    return max(returns, key=returns.get), returns
 
 
 class Reranker(SlateAgent):

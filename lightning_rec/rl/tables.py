@@ -11,15 +11,19 @@ from lightning_rec.rl.rollout import Episodes
 
 
 def online_metrics(episodes: Episodes, num_items: int) -> dict[str, float]:
-    """Average return, CTR (share of slates with a click), episode length and catalogue coverage
-    (share of items 1..N shown at least once) of a set of episodes."""
-    steps = episodes.valid.sum()
+    """A set of episodes in the field's units (EasyRL4Rec): R_tra, the mean return of an episode;
+    len_tra, its mean length in turns (slates shown); reward_per_turn, all reward over all turns
+    (R_tra / len_tra); CTR, the share of turns with a click; coverage, the share of items 1..N
+    shown at least once."""
+    turns = episodes.valid.sum()
+    returns = episodes.rewards.sum(1)
     shown = torch.zeros(num_items + 1, dtype=torch.bool)
     shown[episodes.slates[episodes.valid].flatten().cpu()] = True
     return {
-        "return": float(episodes.rewards.sum(1).mean()),
-        "ctr": float(episodes.clicks.any(-1)[episodes.valid].float().sum() / steps),
-        "length": float(steps / len(episodes.valid)),
+        "R_tra": float(returns.mean()),
+        "len_tra": float(turns / len(episodes.valid)),
+        "reward_per_turn": float(returns.sum() / turns),
+        "ctr": float(episodes.clicks.any(-1)[episodes.valid].float().sum() / turns),
         "coverage": float(shown[1:].float().mean()),
     }
 
@@ -33,7 +37,8 @@ def paired_ratio(values: torch.Tensor, base: torch.Tensor) -> tuple[float, float
 
 
 def reward_curve(episodes: Episodes, max_steps: int) -> tuple[list[float], list[float]]:
-    """Mean reward at each step (0 for users who left) and the share of users still there."""
+    """By turn 1..max_steps: the mean reward over all sessions (0 once a session is over, so the
+    curve sums to R_tra), and survival, the share of sessions still going at that turn."""
     rewards = torch.zeros(len(episodes.rewards), max_steps)
     valid = torch.zeros(len(episodes.rewards), max_steps)
     steps = episodes.rewards.shape[1]
@@ -42,9 +47,11 @@ def reward_curve(episodes: Episodes, max_steps: int) -> tuple[list[float], list[
 
 
 def write_report(
-    table: pd.DataFrame, curves: dict[str, tuple[list[float], list[float]]], directory: str
+    table: pd.DataFrame, curves: dict[str, dict[str, tuple[list[float], list[float]]]], directory: str
 ) -> dict[str, Path]:
-    """table.csv, table.md and reward_curves.png under `directory`; returns their paths."""
+    """table.csv, table.md and reward_curves.png under `directory`; returns their paths. `curves`
+    maps each block (a session mode) to each policy's `reward_curve`: one row of the figure per block,
+    reward by turn on the left, survival on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,14 +62,15 @@ def write_report(
     paths = {"csv": out / "table.csv", "markdown": out / "table.md", "png": out / "reward_curves.png"}
     table.to_csv(paths["csv"], index=False)
     paths["markdown"].write_text(to_markdown(table) + "\n")
-    figure, (reward_axis, stay_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, (rewards, present) in curves.items():
-        steps = range(1, len(rewards) + 1)
-        reward_axis.plot(steps, rewards, marker="o", label=name)
-        stay_axis.plot(steps, present, marker="o", label=name)
-    reward_axis.set(xlabel="step", ylabel="mean reward (0 once left)", title="reward per step, evaluation environment")
-    stay_axis.set(xlabel="step", ylabel="share of users still in session", title="session survival")
-    reward_axis.legend()
+    figure, axes = plt.subplots(len(curves), 2, figsize=(11, 4 * len(curves)), squeeze=False)
+    for (block, policies), (reward_axis, stay_axis) in zip(curves.items(), axes):
+        for name, (rewards, present) in policies.items():
+            turns = range(1, len(rewards) + 1)
+            reward_axis.plot(turns, rewards, marker="o", label=name)
+            stay_axis.plot(turns, present, marker="o", label=name)
+        reward_axis.set(xlabel="turn", ylabel="mean reward (0 once over)", title=f"{block}: reward by turn")
+        stay_axis.set(xlabel="turn", ylabel="share of sessions still going", title=f"{block}: survival")
+        reward_axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(paths["png"], dpi=120)
     plt.close(figure)
@@ -70,10 +78,13 @@ def write_report(
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub table with numbers to 4 significant digits (no tabulate dependency)."""
-    cells = [
-        [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row]
-        for row in table.itertuples(index=False)
-    ]
+    """A GitHub table with numbers to 4 significant digits and missing values as '-' (no tabulate dependency)."""
+    cells = [[cell(value) for value in row] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def cell(value) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4g}"
+    return str(value)

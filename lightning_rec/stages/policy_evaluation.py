@@ -2,15 +2,19 @@
 
     lightning-rec test -c configs/rl-evaluation-ml-latest-small.yaml
 
-Online: random, popularity, the supervised (pretrained) recommender and each named RL policy play
-`episodes_per_user` episodes per user of the checkpoint's "eval" simulator (the users and
-weights no policy was trained on), greedily (top-K of their scores, consumed and already shown
-items masked), with the same random clicks for every policy. Offline: Recall/NDCG on the test
-split, history masked, for the same policies. Each policy's return and test NDCG@k are also given
-as a ratio to the supervised policy's with a paired standard error (same users, same clicks), so
-a difference can be told from noise. One table: printed, logged (test/<policy>/<metric>,
-plus a table and the figure where the logger takes them, as W&B's does) and written to
-`output_dir` as table.csv, table.md and reward_curves.png.
+Online: random, popularity, the supervised (pretrained) recommender, the slate baselines over its
+scores (epsilon-greedy; category spreading, its penalty tuned in the "train" environment only),
+each named RL policy and, where the behaviour has a quit rule, the oracle told that rule (a
+ceiling) play `episodes_per_user` episodes per user of the "eval" environment (by default the
+simulator checkpoint's: the users and weights no policy was trained on), greedily (top-K of their
+scores, or the re-ranker's slate; consumed and already shown items masked except in FreeB), with
+the same random clicks for every policy. With `modes`, once per session mode (FreeB, NX_0, NX_X),
+one block of the table each. Offline: Recall/NDCG on the test split, history masked, for the policies that
+rank the catalogue. Each policy's R_tra and test NDCG@k are also given as a ratio to the
+supervised policy's with a paired standard error (same users, same clicks), so a difference can be
+told from noise. One table: printed, logged (test/<mode>/<policy>/<metric>, plus a table and the
+figure where the logger takes them, as W&B's does) and written to `output_dir` as table.csv,
+table.md and reward_curves.png (reward by turn and survival, one row per mode).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import torch
 
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metrics
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
-from lightning_rec.rl.behaviour import UserBehaviour
+from lightning_rec.rl.behaviour import Mode, UserBehaviour
 from lightning_rec.rl.environments import Environment, stage_environment
+from lightning_rec.rl.rerankers import CategorySpread, EpsilonGreedy, QuitOracle, tune
 from lightning_rec.rl.rollout import rollout
+from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.scoring import mask_scores
 from lightning_rec.stages.pretraining import load_recommender
@@ -33,10 +39,13 @@ class PolicyEvaluation(L.LightningModule):
     """Runs under `lightning-rec test` with the SequenceDataModule the policies were trained on.
 
     `supervised` is the pretraining checkpoint; `policies` maps names to PolicyFineTuner (or any
-    recommender) checkpoints. Policies are judged in `environment` (rl/environments.py: e.g. a
-    GroundTruth reward matrix; then `simulator: null`), by default the "eval" role of the
-    `simulator` checkpoint. `behaviour`, `slate_size` and `context_len` should be those the RL
-    policies were trained with.
+    recommender) checkpoints. Policies are judged in the "eval" role of `environment`
+    (rl/environments.py: e.g. a GroundTruth reward matrix; then `simulator: null`), by default of
+    the `simulator` checkpoint, and the baselines tuned in its "train" role. `behaviour`,
+    `slate_size` and `context_len` should be those the RL policies were trained with; `modes`
+    (default: the behaviour's own) replays the same user under other session protocols
+    (`UserBehaviour.in_mode`). `epsilon` is epsilon-greedy's; category spreading takes the penalty
+    of `spread_penalties` that earns most in the "train" role (needs the data module's `category`).
     """
 
     def __init__(
@@ -45,9 +54,12 @@ class PolicyEvaluation(L.LightningModule):
         supervised: str,
         policies: dict[str, str] | None = None,
         behaviour: UserBehaviour | None = None,
+        modes: list[Mode] | None = None,
         slate_size: int = 10,
         context_len: int = 30,
         episodes_per_user: int = 4,
+        epsilon: float = 0.1,
+        spread_penalties: list[float] = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
         seed: int = 0,
         ks: list[int] = [10],
         output_dir: str = "outputs/rl-evaluation",
@@ -87,69 +99,130 @@ class PolicyEvaluation(L.LightningModule):
             self.metrics[name].update(scores, batch["target"])
             self.test_ranks[name].append(pessimistic_ranks(scores, batch["target"]).cpu())
 
-    def on_test_epoch_end(self) -> None:
-        datamodule = self.trainer.datamodule
-        data, hp = datamodule.data, self.hparams
-        simulator = self.environment.simulator("eval", datamodule, self.behaviour, hp.seed, self.device)
-        users = simulator.users.repeat(hp.episodes_per_user)
-        agents: dict[str, SlateAgent] = {
-            "random": RandomAgent(data.num_items, hp.seed),
-            "popularity": PopularityAgent(self.popularity.to(self.device)),
+    def environments(self, behaviour: UserBehaviour) -> dict[str, UserSimulator]:
+        """{"train": where baselines are tuned, "eval": where every policy is judged}, under `behaviour`."""
+        datamodule, seed = self.trainer.datamodule, self.hparams.seed
+        return {
+            role: self.environment.simulator(role, datamodule, behaviour, seed, self.device)
+            for role in ("train", "eval")
         }
-        agents.update(
-            {
-                name: RecommenderAgent(recommender, hp.context_len, self.behaviour.max_steps)
-                for name, recommender in self.recommenders.items()
-            }
-        )
-        rows, curves, returns = [], {}, {}
-        for name, agent in agents.items():
-            simulator.seed(hp.seed)  # the same random clicks for every policy
-            episodes = rollout(simulator, agent, users, slate_size=hp.slate_size)
-            offline = {
-                key: float(value)
-                for key, value in self.metrics[name].compute().items()
+
+    def on_test_epoch_end(self) -> None:
+        hp = self.hparams
+        ranks = {name: torch.cat(batches) for name, batches in self.test_ranks.items()}
+        offline = {
+            name: {
+                f"test_{key}": float(value)
+                for key, value in metrics.compute().items()
                 if key.split("@")[0] in ("recall", "ndcg")
             }
-            rows.append(
-                {
-                    "policy": name,
-                    **online_metrics(episodes, data.num_items),
-                    **{f"test_{key}": value for key, value in offline.items()},
-                }
+            for name, metrics in self.metrics.items()
+        }
+        rows, curves, logs = [], {}, {}
+        for mode in hp.modes or [self.behaviour.mode]:
+            behaviour = self.behaviour if mode == self.behaviour.mode else self.behaviour.in_mode(mode)
+            environments = self.environments(behaviour)
+            agents = self._agents(behaviour, environments["train"], logs)
+            simulator = environments["eval"]
+            users = simulator.users.repeat(hp.episodes_per_user)
+            block, returns, curves[mode] = [], {}, {}
+            for name, (agent, setting) in agents.items():
+                simulator.seed(hp.seed)  # the same random clicks for every policy
+                episodes = rollout(simulator, agent, users, slate_size=hp.slate_size)
+                block.append(
+                    {
+                        "mode": mode,
+                        "policy": name,
+                        "setting": setting,
+                        **online_metrics(episodes, simulator.num_items),
+                        **offline.get(name, {}),
+                    }
+                )
+                curves[mode][name] = reward_curve(episodes, behaviour.max_steps)
+                returns[name] = episodes.rewards.sum(1).cpu()
+            for row in block:
+                row.update(self._versus_supervised(row["policy"], returns, ranks))
+            print(
+                f"\n{describe(behaviour)}: eval environment, {len(simulator.users)} users x {hp.episodes_per_user} "
+                f"episodes\n{pd.DataFrame(block).drop(columns='mode').to_string(index=False)}"
             )
-            curves[name], returns[name] = (
-                reward_curve(episodes, self.behaviour.max_steps),
-                episodes.rewards.sum(1).cpu(),
-            )
-        ranks = {name: torch.cat(batches) for name, batches in self.test_ranks.items()}
-        for row in rows:
-            row.update(self._versus_supervised(row["policy"], returns, ranks))
+            rows += block
         table = pd.DataFrame(rows)
         paths = write_report(table, curves, hp.output_dir)
-        print(
-            f"\nEvaluation simulator: {len(simulator.users)} users x {hp.episodes_per_user} episodes\n"
-            f"{table.to_string(index=False)}"
-        )
         print(f"Written: {', '.join(map(str, paths.values()))}")
-        self.log_dict(
-            {f"test/{row['policy']}/{key}": value for row in rows for key, value in row.items() if key != "policy"}
-        )
+        for row in rows:
+            for key, value in row.items():
+                if isinstance(value, float) and value == value:
+                    logs[f"test/{row['mode']}/{row['policy']}/{key}"] = value
+        self.log_dict(logs)
         logger = self.logger
         if hasattr(logger, "log_table"):
             logger.log_table(key="rl/evaluation", dataframe=table)
         if hasattr(logger, "log_image"):
             logger.log_image(key="rl/reward_curves", images=[str(paths["png"])])
 
+    def _agents(
+        self, behaviour: UserBehaviour, train: UserSimulator, logs: dict[str, float]
+    ) -> dict[str, tuple[SlateAgent, str]]:
+        """Each policy of a block and its setting (the baselines' knobs): category spreading's
+        penalty is tuned here, in the `train` environment, and recorded in `logs`."""
+        hp, categories = self.hparams, self.trainer.datamodule.catalog.categories
+        num_items = self.trainer.datamodule.data.num_items
+
+        def greedy(name: str) -> RecommenderAgent:
+            return RecommenderAgent(self.recommenders[name], hp.context_len, behaviour.max_steps)
+
+        agents: dict[str, tuple[SlateAgent, str]] = {
+            "random": (RandomAgent(num_items, hp.seed), ""),
+            "popularity": (PopularityAgent(self.popularity.to(self.device)), ""),
+            "supervised": (greedy("supervised"), ""),
+            "epsilon-greedy": (
+                EpsilonGreedy(hp.epsilon, hp.seed).wrap(greedy("supervised")),
+                f"epsilon={hp.epsilon:g}",
+            ),
+        }
+        if categories is not None:
+            candidates = {
+                value: CategorySpread(value).wrap(greedy("supervised"), categories) for value in hp.spread_penalties
+            }
+            users = train.users.repeat(hp.episodes_per_user)
+            penalty, returns = tune(candidates, train, users, hp.slate_size, hp.seed)
+            tried = ", ".join(f"{value:g}: {value_return:.4g}" for value, value_return in returns.items())
+            print(
+                f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(train.users)} users "
+                f"x {hp.episodes_per_user}), R_tra by penalty {tried}; chosen {penalty:g}"
+            )
+            agents["category-spread"] = (candidates[penalty], f"penalty={penalty:g} (tuned in train)")
+            logs[f"test/{behaviour.mode}/category-spread/penalty"] = float(penalty)
+        agents.update({name: (greedy(name), "") for name in self.recommenders if name != "supervised"})
+        if behaviour.quit is not None:
+            rule = behaviour.quit
+            oracle = QuitOracle(rule.window, rule.threshold, rule.over).wrap(greedy("supervised"), categories)
+            agents["quit-oracle"] = (oracle, f"told N={rule.window} M={rule.threshold}")
+        return agents
+
     def _versus_supervised(
         self, name: str, returns: dict[str, torch.Tensor], ranks: dict[str, torch.Tensor]
     ) -> dict[str, float]:
-        """Return and test NDCG@k of policy `name` over the supervised policy's, with paired SEs
-        (`returns`: each policy's episode returns, `ranks`: its test targets' ranks)."""
-        compared = {"return": (returns[name], returns["supervised"])}
-        for k in self.hparams.ks:
-            compared[f"test_ndcg@{k}"] = (ndcg_of_ranks(ranks[name], k), ndcg_of_ranks(ranks["supervised"], k))
+        """R_tra and test NDCG@k of policy `name` over the supervised policy's, with paired SEs
+        (`returns`: each policy's episode returns, `ranks`: the test targets' ranks of the policies
+        that rank the catalogue)."""
+        compared = {"R_tra": (returns[name], returns["supervised"])}
+        if name in ranks:
+            for k in self.hparams.ks:
+                compared[f"test_ndcg@{k}"] = (ndcg_of_ranks(ranks[name], k), ndcg_of_ranks(ranks["supervised"], k))
         columns = {}
         for key, (values, base) in compared.items():
             columns[f"{key}_vs_supervised"], columns[f"{key}_vs_supervised_se"] = paired_ratio(values, base)
         return columns
+
+
+def describe(behaviour: UserBehaviour) -> str:
+    """The session protocol in words, e.g. 'NX_0 (quit N=4 M=0, at most 30 turns)'."""
+    rules = [f"quit N={behaviour.quit.window} M={behaviour.quit.threshold}"] if behaviour.quit is not None else []
+    if behaviour.temper is not None:
+        rules.append(f"temper {behaviour.temper.initial:g}")
+    if behaviour.has_patience:
+        rules.append(f"patience {behaviour.initial_patience:g}")
+    rules.append(f"{'exactly' if behaviour.mode == 'NX_X' else 'at most'} {behaviour.max_steps} turns")
+    return f"{behaviour.mode} ({', '.join(rules)})"
