@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Literal
 
 import torch
@@ -143,21 +144,17 @@ class UserBehaviour:
     def in_mode(self, mode: Mode) -> UserBehaviour:
         """The same user (choice, reward, patience costs, quit rule, temper) under another session
         protocol: the mode's repeats, and NX_X without the quit rule and temper (it plays exactly
-        max_steps slates), so one evaluation can report FreeB, NX_0 and NX_X side by side."""
+        max_steps slates), so one evaluation can report FreeB, NX_0 and NX_X side by side. Every
+        constructor argument is kept as the attribute of its name."""
+        settings = {name: getattr(self, name) for name in inspect.signature(UserBehaviour).parameters}
         exact = mode == "NX_X"
-        return UserBehaviour(
-            max_steps=self.max_steps,
-            initial_patience=self.initial_patience,
-            ignore_cost=self.ignore_cost,
-            dissatisfaction_cost=self.dissatisfaction_cost,
-            satisfied_rating=self.satisfied_rating,
-            repeat_cost=self.repeat_cost,
-            repeats=self.repeats if mode == "patience" else None,
-            no_click_utility=self.no_click_utility,
+        settings.update(
             mode=mode,
+            repeats=self.repeats if mode == "patience" else None,
             quit=None if exact else self.quit,
             temper=None if exact else self.temper,
         )
+        return UserBehaviour(**settings)
 
     @property
     def masks_repeats(self) -> bool:
