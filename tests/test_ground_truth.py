@@ -229,3 +229,53 @@ def test_ground_truth_from_yaml_over_kuairec_files(tmp_path):
     episodes = rollout(env, PopularityAgent(value_of), env.users, slate_size=1)
     # 183's first tag (27) repeats on the second turn: both users quit there, earning 2 x its watch ratio
     torch.testing.assert_close(episodes.rewards, torch.tensor([[5.0, 5.0], [5.0, 5.0]]))
+
+
+def write_tiny_kuairec(directory) -> None:
+    """big_matrix: 24 users x 14 watches of 30 videos; small_matrix: users 0-11 x videos 1-12, every
+    pair, one watch ratio inf; item_categories: two tags per video."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    big = [
+        (u, int(v), t, round(float(w), 3))
+        for u in range(24)
+        for t, (v, w) in enumerate(zip(rng.integers(1, 31, 14), rng.gamma(2.0, 0.5, 14)))
+    ]
+    big[0] = (0, big[0][1], 0, 250.0)  # a replayed short video
+    (directory / "big_matrix.csv").write_text(kuairec_rows(big))
+    small = [(u, v, 1.0, round(float(rng.gamma(2.0, 0.5)), 3)) for u in range(12) for v in range(1, 13)]
+    small[7] = small[7][:3] + ("inf",)  # a video of length 0
+    (directory / "small_matrix.csv").write_text(kuairec_rows(small))
+    tags = "".join(f'{v},"[{v % 4}, 7]"\n' for v in range(1, 31))
+    (directory / "item_categories.csv").write_text("video_id,feat\n" + tags)
+
+
+def test_the_kuairec_recipe_runs_end_to_end_on_tiny_files(tmp_path):
+    """configs/kuairec/*.yaml as a user runs them, on files in KuaiRec's format: SASRec and the
+    simulator on big_matrix, PPO in the simulator, the table in small_matrix's ground truth."""
+    from lightning_rec.cli import main
+
+    write_tiny_kuairec(tmp_path)
+    data = ["-c", "configs/kuairec/data.yaml", "--data.init_args.source.init_args.directory", str(tmp_path)]
+    data += ["--data.init_args.cache_dir", "null", "--data.init_args.batch_size", "64"]
+    quick = ["--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    behaviour = ["-c", "configs/kuairec/behaviour.yaml"]
+
+    def run(command: str, recipe: str, *extra: str) -> str:
+        out = str(tmp_path / recipe)
+        main(
+            [command, *data, "-c", f"configs/kuairec/{recipe}.yaml", *extra, *quick, "--trainer.default_root_dir", out]
+        )
+        return out
+
+    sasrec = run("fit", "sasrec", "--model.init_args.warmup_steps", "1") + "/checkpoints/best.ckpt"
+    simulator = run("fit", "simulator") + "/checkpoints/best.ckpt"
+    models = ["--model.init_args.pretrained", sasrec, "--model.init_args.simulator", simulator]
+    ppo = run("fit", "ppo", *behaviour, *models) + "/checkpoints/last.ckpt"
+    policies = ["--model.init_args.supervised", sasrec, "--model.init_args.policies", f"{{ppo: {ppo}}}"]
+    table = pd.read_csv(run("test", "evaluation", *behaviour, *policies) + "/table.csv").set_index("policy")
+    assert list(table.index) == ["random", "popularity", "supervised", "ppo"]
+    # 12 ground-truth users, one episode each, 1 to 30 turns with a watch ratio in [0, 5] each
+    assert ((table["length"] >= 1) & (table["length"] <= 30)).all() and (table["ctr"] == 1.0).all()
+    assert ((table["return"] > 0) & (table["return"] <= 5 * table["length"])).all()

@@ -518,6 +518,12 @@ def test_kuairec_without_categories_and_fingerprint(tmp_path):
             r"item_categories\.csv: line 3, field 'feat': '\[27; 9\]' is not a list of tag ids like \[27, 9\]",
         ),
         ("14,148,1,1,,,1.0,0.5\n", "video_id,tags\n148,[8]\n", r"item_categories\.csv: missing column 'feat'"),
+        ("14,148,1,1,,,1.0,0.5\n14,183,1,1,,,2.0,0.5,9\n", None, r"big_matrix\.csv: cannot parse .*line 3, saw 9"),
+        (
+            "14,148,1,1,,,1.0,0.5\n",
+            "video_id,feat\n148,[8]\nv183,[9]\n",
+            r"item_categories\.csv: line 3, field 'video_id': 'v183' is not an integer id",
+        ),
     ],
 )
 def test_kuairec_errors_name_file_line_and_field(tmp_path, rows, categories, pattern):
@@ -526,6 +532,16 @@ def test_kuairec_errors_name_file_line_and_field(tmp_path, rows, categories, pat
         write(tmp_path / "item_categories.csv", categories)
     with pytest.raises(DataError, match=pattern):
         KuaiRec(str(tmp_path)).load()
+
+
+def test_kuairec_max_watch_ratio_clips_and_is_in_the_fingerprint(tmp_path):
+    write(tmp_path / "small_matrix.csv", KUAIREC_HEADER + KUAIREC_ROWS + "19,183,1,1,,,,inf\n")
+    clipped = KuaiRec(str(tmp_path), "small_matrix", max_watch_ratio=1.5)
+    assert clipped.load().interactions["rating"].tolist() == [0.722, 1.5, 1.0, 1.5]
+    assert KuaiRec(str(tmp_path), "small_matrix").load().interactions["rating"].iloc[-1] == float("inf")
+    assert clipped.fingerprint() != KuaiRec(str(tmp_path), "small_matrix").fingerprint()
+    with pytest.raises(DataError, match="max_watch_ratio must be > 0"):
+        KuaiRec(str(tmp_path), max_watch_ratio=0)
 
 
 def test_kuairec_missing_column_and_unknown_matrix(tmp_path):
@@ -576,8 +592,11 @@ def test_kuairand_logs_ratings_and_tags(tmp_path):
     watch = KuaiRand(str(tmp_path), rating="watch_ratio", video_features=None).load()
     assert watch.interactions["rating"].tolist() == [1.5, 1.0, 0.5]  # 500 / 0 ms -> 1, as EasyRL4Rec
     assert watch.items is None
-    random = KuaiRand(str(tmp_path), logs=["log_standard_4_22_to_5_08_pure.csv"]).load()
-    assert random.interactions["user"].tolist() == [1]
+    second = KuaiRand(str(tmp_path), logs=["log_standard_4_22_to_5_08_pure.csv"]).load()
+    assert second.interactions["user"].tolist() == [1]
+    write(tmp_path / "log_random_4_22_to_5_08_pure.csv", KUAIRAND_HEADER + kuairand_row(2, 17, 1650485999000, 1, 0, 0))
+    random = KuaiRand(str(tmp_path), logs=["log_random_4_22_to_5_08_pure.csv"], rating="watch_ratio").load()
+    assert random.interactions.values.tolist() == [[2, 17, 1650485999000, 1.0]]  # the randomly exposed log
 
 
 def test_kuairand_fingerprint_follows_logs_and_rating(tmp_path):

@@ -33,14 +33,24 @@ class KuaiRec(DataSource):
     KuaiRec environment). Rows without a time (in small_matrix, the pairs collected by showing the
     missing videos afterwards) get a NaN timestamp and sort after their user's timed events. With
     `item_categories.csv` beside it, items get the text column `categories` ("27, 9", the tag ids
-    in the file's order): `category: {column: categories, pick: first}`.
+    in the file's order): `category: {column: categories, pick: first}`. With `max_watch_ratio`,
+    larger watch ratios (a few are in the hundreds: replays of short videos) are set to it, as
+    EasyRL4Rec sets them to 5.
     """
 
-    def __init__(self, directory: str, matrix: Literal["big_matrix", "small_matrix"] = "big_matrix") -> None:
+    def __init__(
+        self,
+        directory: str,
+        matrix: Literal["big_matrix", "small_matrix"] = "big_matrix",
+        max_watch_ratio: float | None = None,
+    ) -> None:
         if matrix not in MATRICES:
             raise DataError(f"KuaiRec: unknown matrix {matrix!r}; choose one of {', '.join(MATRICES)}")
+        if max_watch_ratio is not None and not max_watch_ratio > 0:
+            raise DataError(f"KuaiRec: max_watch_ratio must be > 0, got {max_watch_ratio}")
         self.directory = Path(directory).expanduser()
         self.matrix = matrix
+        self.max_watch_ratio = max_watch_ratio
 
     @property
     def path(self) -> Path:
@@ -59,7 +69,7 @@ class KuaiRec(DataSource):
                 "user": integer_id_column(frame["user_id"], where, "user_id"),
                 "item": integer_id_column(frame["video_id"], where, "video_id"),
                 "timestamp": number_column(frame["timestamp"], where, "timestamp", missing_ok=True),
-                "rating": number_column(frame["watch_ratio"], where, "watch_ratio"),
+                "rating": number_column(frame["watch_ratio"], where, "watch_ratio").clip(upper=self.max_watch_ratio),
             }
         )
         items = video_categories(self.categories_path) if self.categories_path.is_file() else None
@@ -68,7 +78,8 @@ class KuaiRec(DataSource):
     def fingerprint(self) -> str:
         has_categories = self.categories_path.is_file()
         files = [require_file(self.path)] + ([self.categories_path] if has_categories else [])
-        return fingerprint_of(self, {"matrix": self.matrix, "categories": has_categories}, files)
+        options = {"matrix": self.matrix, "categories": has_categories, "max_watch_ratio": self.max_watch_ratio}
+        return fingerprint_of(self, options, files)
 
 
 def video_categories(path: Path, field: str = "feat", bracketed: bool = True) -> pd.DataFrame:
