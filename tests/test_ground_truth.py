@@ -274,8 +274,11 @@ def test_the_kuairec_recipe_runs_end_to_end_on_tiny_files(tmp_path):
     models = ["--model.init_args.pretrained", sasrec, "--model.init_args.simulator", simulator]
     ppo = run("fit", "ppo", *behaviour, *models) + "/checkpoints/last.ckpt"
     policies = ["--model.init_args.supervised", sasrec, "--model.init_args.policies", f"{{ppo: {ppo}}}"]
-    table = pd.read_csv(run("test", "evaluation", *behaviour, *policies) + "/table.csv").set_index("policy")
-    assert list(table.index) == ["random", "popularity", "supervised", "ppo"]
-    # 12 ground-truth users, one episode each, 1 to 30 turns with a watch ratio in [0, 5] each
-    assert ((table["length"] >= 1) & (table["length"] <= 30)).all() and (table["ctr"] == 1.0).all()
-    assert ((table["return"] > 0) & (table["return"] <= 5 * table["length"])).all()
+    tuned_in = ["--model.init_args.environment.init_args.train.init_args.checkpoint", simulator]
+    table = pd.read_csv(run("test", "evaluation", *behaviour, *policies, *tuned_in) + "/table.csv").set_index("policy")
+    assert {"random", "popularity", "supervised", "category-spread", "ppo"} <= set(table.index)
+    # 12 ground-truth users, one episode each, 1 to 30 turns with a watch ratio in [0, 5] each; every
+    # shown video is watched (the oracle may show nothing once every category would make the user quit)
+    assert ((table["len_tra"] >= 1) & (table["len_tra"] <= 30)).all()
+    assert (table["ctr"].drop("quit-oracle") == 1.0).all()
+    assert ((table["R_tra"] > 0) & (table["R_tra"] <= 5 * table["len_tra"])).all()

@@ -51,7 +51,8 @@ class GroundTruth(Environment):
     each shown item's value its rating and, through `click_threshold` and `click_scale`, its click
     utility (MatrixResponse). `clip`, `missing` ("mf": complete the unobserved pairs by matrix
     factorisation, for randomly exposed ratings) and the MF options: `reward_matrix`. Both roles get
-    the same users: as a training environment it trains on the users it judges.
+    the same users, so as a stage's only environment it would train (and tune baselines) on the
+    users it judges: pair it with a learned simulator in `Roles`.
     """
 
     def __init__(
@@ -83,6 +84,18 @@ class GroundTruth(Environment):
         response = MatrixResponse(values, rows, (low, high), self.click_threshold, self.click_scale).to(device)
         categories = datamodule.catalog.categories
         return UserSimulator(response, behaviour, data, train_end, users, self.history_len, seed, categories, available)
+
+
+class Roles(Environment):
+    """One environment per role: e.g. the learned simulator as "train" (where policies are trained
+    and baselines tuned) and a GroundTruth as "eval" (where they are judged), so that nothing is
+    tuned on the ground truth."""
+
+    def __init__(self, train: Environment, eval: Environment):
+        self.roles = {"train": train, "eval": eval}
+
+    def simulator(self, role, datamodule, behaviour, seed, device) -> UserSimulator:
+        return self.roles[role].simulator(role, datamodule, behaviour, seed, device)
 
 
 def stage_environment(environment: Environment | None, simulator: str | None) -> Environment:
