@@ -418,9 +418,7 @@ EVALUATION = """class_path: lightning_rec.stages.policy_evaluation.PolicyEvaluat
       class_path: lightning_rec.rl.UserBehaviour
       init_args: {{mode: NX_0, max_steps: 3, quit: {{window: 2, threshold: 0}}}}
     modes: [FreeB, NX_0, NX_X]
-    slate_size: 4
-    context_len: 8
-    episodes_per_user: 2
+    episodes_per_user: 2  # slate_size and context_len: as PPO was trained (slates of 4, 8 events)
     spread_penalties: [0.0, 1.0, 100.0]
     output_dir: {out}"""
 
@@ -524,6 +522,29 @@ def test_the_field_units_and_curves_of_hand_made_episodes():
     reward_by_turn, survival = reward_curve(episodes, max_steps=4)
     assert survival == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
     assert reward_by_turn == pytest.approx([2 / 3, 0.0, 0.5 / 3, 0.0]) and sum(reward_by_turn) == pytest.approx(2.5 / 3)
+
+
+def test_evaluation_plays_the_session_its_policies_were_trained_under(tmp_path):
+    from lightning_rec.rl import UserBehaviour
+    from lightning_rec.stages.policy_evaluation import agreed_session
+
+    def policy(name: str, **session) -> str:
+        path = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": {}, "session": session}, path)
+        return str(path)
+
+    short, long = UserBehaviour(max_steps=3), UserBehaviour(max_steps=9)
+    a = policy("a", behaviour=short, slate_size=4, context_len=8)
+    b = policy("b", behaviour=UserBehaviour(max_steps=3), slate_size=4, context_len=8)
+    unset = dict.fromkeys(("behaviour", "slate_size", "context_len"))
+    settings = agreed_session({"a": a, "b": b}, unset)
+    assert settings["behaviour"].max_steps == 3 and (settings["slate_size"], settings["context_len"]) == (4, 8)
+    assert agreed_session({}, unset) == {"behaviour": None, "slate_size": 10, "context_len": 30}
+    c = policy("c", behaviour=long, slate_size=4, context_len=8)
+    with pytest.raises(ValueError, match="trained under different behaviour"):
+        agreed_session({"a": a, "c": c}, unset)
+    given = agreed_session({"a": a, "c": c}, {**unset, "behaviour": long, "slate_size": 5})
+    assert given["behaviour"] is long and (given["slate_size"], given["context_len"]) == (5, 8)
 
 
 def test_paired_ratio_and_its_standard_error():

@@ -21,6 +21,15 @@ from lightning_rec.stages.pretraining import (
     recommender_entry,
 )
 
+SESSION_KEY = "session"
+SESSION_DEFAULTS = {"behaviour": None, "slate_size": 10, "context_len": 30}  # None: UserBehaviour()
+
+
+def trained_session(path: str) -> dict | None:
+    """{behaviour, slate_size, context_len} a PolicyFineTuner checkpoint was trained under (what its
+    evaluation must play), or None when the checkpoint is not a fine-tuned policy's."""
+    return torch.load(path, map_location="cpu", weights_only=False).get(SESSION_KEY)
+
 
 class PolicyFineTuner(L.LightningModule):
     """Fine-tunes the SequentialRecommender in the `pretrained` checkpoint as a stochastic slate
@@ -53,8 +62,8 @@ class PolicyFineTuner(L.LightningModule):
         simulator: str | None,
         algorithm: PolicyAlgorithm,
         behaviour: UserBehaviour | None = None,
-        slate_size: int = 10,
-        context_len: int = 30,
+        slate_size: int = SESSION_DEFAULTS["slate_size"],
+        context_len: int = SESSION_DEFAULTS["context_len"],
         temperature: float = 1.0,
         lr: float = 1e-4,
         head_lr: float = 1e-3,
@@ -105,6 +114,11 @@ class PolicyFineTuner(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[RECOMMENDER_KEY] = recommender_entry(self.recommender, "recommender.")
+        checkpoint[SESSION_KEY] = {
+            "behaviour": self.behaviour,
+            "slate_size": self.hparams.slate_size,
+            "context_len": self.hparams.context_len,
+        }
 
     # -- the simulator -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

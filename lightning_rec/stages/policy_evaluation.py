@@ -32,7 +32,25 @@ from lightning_rec.rl.rollout import rollout
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.scoring import mask_scores
+from lightning_rec.stages.fine_tuning import SESSION_DEFAULTS, trained_session
 from lightning_rec.stages.pretraining import load_recommender
+
+
+def agreed_session(policies: dict[str, str], given: dict) -> dict:
+    """The behaviour, slate size and context length to evaluate under: each as `given` when not None,
+    else as the fine-tuned `policies` (name: checkpoint) were trained, else SESSION_DEFAULTS."""
+    trained = {name: trained_session(path) for name, path in policies.items()}
+    trained = {name: session for name, session in trained.items() if session is not None}
+    settings = {}
+    for key, default in SESSION_DEFAULTS.items():
+        values = {name: session[key] for name, session in trained.items()}
+        described = {name: vars(value) if hasattr(value, "__dict__") else value for name, value in values.items()}
+        if given[key] is None and len({repr(value) for value in described.values()}) > 1:
+            raise ValueError(
+                f"the policies were trained under different {key}: {described}; give `{key}` to evaluate them under one"
+            )
+        settings[key] = given[key] if given[key] is not None else next(iter(values.values()), default)
+    return settings
 
 
 class PolicyEvaluation(L.LightningModule):
@@ -42,7 +60,8 @@ class PolicyEvaluation(L.LightningModule):
     recommender) checkpoints. Policies are judged in the "eval" role of `environment`
     (rl/environments.py: e.g. a GroundTruth reward matrix; then `simulator: null`), by default of
     the `simulator` checkpoint, and the baselines tuned in its "train" role. `behaviour`,
-    `slate_size` and `context_len` should be those the RL policies were trained with; `modes`
+    `slate_size` and `context_len` are by default those the RL policies were trained under (read
+    from their checkpoints, which must agree), so the two recipes cannot drift apart; `modes`
     (default: the behaviour's own) replays the same user under other session protocols
     (`UserBehaviour.in_mode`). `epsilon` is epsilon-greedy's; category spreading takes the penalty
     of `spread_penalties` that earns most in the "train" role (needs the data module's `category`).
@@ -55,8 +74,8 @@ class PolicyEvaluation(L.LightningModule):
         policies: dict[str, str] | None = None,
         behaviour: UserBehaviour | None = None,
         modes: list[Mode] | None = None,
-        slate_size: int = 10,
-        context_len: int = 30,
+        slate_size: int | None = None,
+        context_len: int | None = None,
         episodes_per_user: int = 4,
         epsilon: float = 0.1,
         spread_penalties: list[float] = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
@@ -68,12 +87,19 @@ class PolicyEvaluation(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.environment = stage_environment(environment, simulator)
-        self.behaviour = behaviour if behaviour is not None else UserBehaviour()
+        self.given_session = {"behaviour": behaviour, "slate_size": slate_size, "context_len": context_len}
         self.recommenders: torch.nn.ModuleDict | None = None  # loaded in setup
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
         paths = {"supervised": hp.supervised, **(hp.policies or {})}
+        session = agreed_session(hp.policies or {}, self.given_session)
+        self.behaviour = session["behaviour"] if session["behaviour"] is not None else UserBehaviour()
+        self.slate_size, self.context_len = session["slate_size"], session["context_len"]
+        print(
+            f"Evaluating with slates of {self.slate_size}, a context of {self.context_len} events and "
+            f"behaviour {vars(self.behaviour)}"
+        )
         self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
         datamodule = self.trainer.datamodule
         self.popularity = datamodule.train_item_counts()
@@ -128,7 +154,7 @@ class PolicyEvaluation(L.LightningModule):
             block, returns, curves[mode] = [], {}, {}
             for name, (agent, setting) in agents.items():
                 simulator.seed(hp.seed)  # the same random clicks for every policy
-                episodes = rollout(simulator, agent, users, slate_size=hp.slate_size)
+                episodes = rollout(simulator, agent, users, slate_size=self.slate_size)
                 block.append(
                     {
                         "mode": mode,
@@ -170,7 +196,7 @@ class PolicyEvaluation(L.LightningModule):
         num_items = self.trainer.datamodule.data.num_items
 
         def greedy(name: str) -> RecommenderAgent:
-            return RecommenderAgent(self.recommenders[name], hp.context_len, behaviour.max_steps)
+            return RecommenderAgent(self.recommenders[name], self.context_len, behaviour.max_steps)
 
         agents: dict[str, tuple[SlateAgent, str]] = {
             "random": (RandomAgent(num_items, hp.seed), ""),
@@ -186,7 +212,7 @@ class PolicyEvaluation(L.LightningModule):
                 value: CategorySpread(value).wrap(greedy("supervised"), categories) for value in hp.spread_penalties
             }
             users = train.users.repeat(hp.episodes_per_user)
-            penalty, returns = tune(candidates, train, users, hp.slate_size, hp.seed)
+            penalty, returns = tune(candidates, train, users, self.slate_size, hp.seed)
             tried = ", ".join(f"{value:g}: {value_return:.4g}" for value, value_return in returns.items())
             print(
                 f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(train.users)} users "
