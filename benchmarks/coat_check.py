@@ -7,12 +7,13 @@ matrix factorisation fit on train.ascii.
     python benchmarks/coat_check.py --checkpoint outputs/simulator-coat/checkpoints/best.ckpt
 
 Predictors of a test (user, coat) rating: the train mean; popularity (the coat's mean train rating,
-shrunk to the train mean by `--shrinkage` pseudo-ratings, the train count being its popularity);
-MF (biased, l2 chosen among --l2 on a random tenth of train.ascii, then refit on all of it); and
-each simulator role's rating head on its own users, from their whole train history. Printed per
-predictor: RMSE and MAE over the same test pairs, the mean prediction against the test mean (the
-bias of self-selected feedback), and the AUC with which its score (the simulator: also its click
-probability; popularity: the train count) tells the coats a user rated 4-5 from the rest.
+shrunk to the train mean by `--shrinkage` pseudo-ratings); MF (biased, l2 chosen among --l2 on a
+random tenth of train.ascii, then refit on all of it); and each simulator role's rating head on its
+own users, from their whole train history. Printed per predictor, over the same test pairs (each
+role's users): RMSE and MAE, the mean prediction against the test mean (the bias of self-selected
+feedback), and the AUC with which the predicted rating (auc_rating), or the predictor's other
+score (auc_score: popularity's train count, the simulator's click probability), tells the coats
+a user rated 4-5 from the rest.
 """
 
 from __future__ import annotations
@@ -117,9 +118,8 @@ def main() -> None:
     rows = []
 
     def report(name: str, mask: torch.Tensor, predicted: torch.Tensor, score: torch.Tensor | None = None) -> None:
-        target = truth[mask]
+        target, positive = truth[mask], liked[mask]
         error = predicted - target
-        score = predicted if score is None else score
         rows.append(
             {
                 "predictor": name,
@@ -128,7 +128,8 @@ def main() -> None:
                 "mae": float(error.abs().mean()),
                 "mean_prediction": float(predicted.mean()),
                 "test_mean": float(target.mean()),
-                "auc_liked": auc(score.double(), liked[mask]),
+                "auc_rating": auc(predicted.double(), positive),
+                "auc_score": None if score is None else auc(score.double(), positive),
             }
         )
 
@@ -137,16 +138,16 @@ def main() -> None:
         report(f"train mean ({role} users)", keep, torch.full((int(keep.sum()),), mean))
         report(f"popularity ({role} users)", keep, torch.tensor(item_mean[test_items])[keep].float(), popularity[keep])
         report(f"MF l2={l2:g} ({role} users)", keep, mf_ratings[keep])
-        report(f"simulator {role} (rating)", keep, ratings)
-        report(f"simulator {role} (click prob)", keep, ratings, clicks)
+        report(f"simulator {role}", keep, ratings, clicks)
     width = max(len(row["predictor"]) for row in rows)
     validation = json.dumps({str(k): round(v, 4) for k, v in l2_errors.items()})
     print(f"MF validation RMSE by l2 (a tenth of train.ascii): {validation}")
-    print(f"{'predictor':<{width}}  pairs   rmse    mae  mean_pred  test_mean  auc(4-5)")
+    print(f"{'predictor':<{width}}  pairs   rmse    mae  mean_pred  test_mean  auc_rating  auc_score")
     for row in rows:
+        score = "-" if row["auc_score"] is None else f"{row['auc_score']:.3f}"
         print(
             f"{row['predictor']:<{width}}  {row['pairs']:5d}  {row['rmse']:.3f}  {row['mae']:.3f}  "
-            f"{row['mean_prediction']:9.3f}  {row['test_mean']:9.3f}  {row['auc_liked']:.3f}"
+            f"{row['mean_prediction']:9.3f}  {row['test_mean']:9.3f}  {row['auc_rating']:10.3f}  {score:>9}"
         )
     if args.json:
         with open(args.json, "w") as handle:
