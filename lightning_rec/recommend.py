@@ -84,6 +84,7 @@ def recommend_main(argv: list[str]) -> None:
     data.setup("predict")
     model.build(data.catalog)
     state = torch.load(known.ckpt_path, map_location="cpu", weights_only=False)
+    model.on_load_checkpoint(state)  # items added after training: weights grown to the data's catalogue
     model.load_state_dict(state["state_dict"])
     model.eval()
     user = data.user_index(known.user)

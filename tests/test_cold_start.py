@@ -148,3 +148,74 @@ def test_text_and_hybrid_rank_cold_items_that_ids_cannot(genre_source, tmp_path_
     cold = {name: r["test_cold/ndcg@10"] for name, r in results.items()}
     assert cold["text"] > 0.3 and cold["hybrid"] > 0.2  # same-genre candidates: ~8 of 40 items
     assert cold["id"] < 0.5 * min(cold["text"], cold["hybrid"])
+
+
+def test_items_without_events_join_the_catalogue_after_the_others_in_file_order(tmp_path):
+    pd.DataFrame({"user": ["a", "a", "a", "b"], "item": [7, 3, 7, 7], "timestamp": [1, 2, 3, 1]}).to_csv(
+        tmp_path / "events.csv", index=False
+    )
+    pd.DataFrame({"item": [9, 3, 5, 7], "title": ["I", "C", "E", "G"]}).to_csv(tmp_path / "items.csv", index=False)
+    source = InteractionFile(str(tmp_path / "events.csv"), item_path=str(tmp_path / "items.csv"))
+    for flag, titles in [(False, ["C", "G"]), (True, ["C", "G", "I", "E"])]:
+        dm = SequenceDataModule(source, max_len=4, cache_dir=None, items_without_events=flag)
+        assert dm.catalog.info["title"].tolist() == titles
+    assert dm.catalog.popularity.tolist() == [0, 0, 2, 0, 0]  # the new items have no training event
+
+
+def test_a_checkpoint_grows_to_items_appended_after_it_and_refuses_a_reordered_catalogue():
+    def model(ids):
+        recommender = SequentialRecommender(IDItemEncoder(4), TransformerEncoder(4, 1, 1, max_len=4))
+        info = pd.DataFrame({"item": ids, "title": [str(i) for i in ids]})
+        recommender.build(ItemCatalog(len(ids), info, torch.ones(len(ids) + 1)))
+        return recommender
+
+    trained = model([1, 2, 3])
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    grown = model([1, 2, 3, 4])
+    grown.on_load_checkpoint(checkpoint)
+    grown.load_state_dict(checkpoint["state_dict"])
+    table = grown.item_encoder()
+    torch.testing.assert_close(table[:4], trained.item_encoder())
+    assert torch.all(table[4] == 0) and grown.popularity[4] == 0
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match="not the first 3 items of this data"):
+        model([2, 1, 3, 4]).on_load_checkpoint(checkpoint)
+
+
+def test_an_item_added_after_training_is_recommended_to_the_users_its_text_matches(genre_source, tmp_path):
+    """Training knows items 1-40. At predict time the item file has one more row, "alpha 41", with no
+    event: encoded through the cache (the encode stage sees the texts changed) and ranked by its text,
+    it is recommended to the users who watch alpha items, without retraining."""
+    bert, cache = save_tiny_bert(tmp_path / "bert"), str(tmp_path / "emb.safetensors")
+
+    def data(source):
+        return SequenceDataModule(source, max_len=8, batch_size=32, cache_dir=None, items_without_events=True)
+
+    def recommender():
+        return SequentialRecommender(
+            HybridItemEncoder(cache, 32, num_experts=2, dropout=0.0, init_std=0.2),
+            TransformerEncoder(32, 1, 2, max_len=8, dropout=0.1),
+            lr=5e-3,
+            warmup_steps=5,
+            top_k=5,
+        )
+
+    trained = data(genre_source)
+    trainer().predict(ItemTextEncoder(cache, bert, template="{title}"), datamodule=trained)
+    L.seed_everything(0)
+    fit = trainer(epochs=8)
+    fit.fit(recommender(), trained)
+    fit.save_checkpoint(tmp_path / "model.ckpt")
+
+    items = pd.concat([pd.read_csv(genre_source.item_path), pd.DataFrame({"item": [41], "title": ["alpha 41"]})])
+    items.to_csv(tmp_path / "items.csv", index=False)
+    grown = data(InteractionFile(str(genre_source.path), item_path=str(tmp_path / "items.csv")))
+    trainer().predict(ItemTextEncoder(cache, bert, template="{title}"), datamodule=grown)
+    predictions = trainer().predict(recommender(), grown, ckpt_path=tmp_path / "model.ckpt", weights_only=False)
+    users = torch.cat([p["user"] for p in predictions])
+    recommended = (torch.cat([p["items"] for p in predictions]) == grown.num_items).any(1)
+    alpha = torch.tensor([int(grown.data.user_ids[u][1:]) % 4 == 0 for u in users])
+    assert grown.num_items == 41 and grown.data.item_info["title"].iloc[-1] == "alpha 41"
+    assert recommended[alpha].float().mean() > 0.8 and recommended[~alpha].float().mean() < 0.2

@@ -58,6 +58,7 @@ class SequenceDataModule(L.LightningDataModule):
         min_item_interactions: int = 0,
         deduplicate: bool = False,
         max_history: int | None = None,
+        items_without_events: bool = False,
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -74,7 +75,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.source = source if source is not None else MovieLensLatestSmall()
         self.category = category  # kept as given: the CLI's hparams hold the YAML's plain mapping
         self.options = PreprocessOptions(
-            min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history
+            min_rating, min_user_interactions, min_item_interactions, deduplicate, max_history, items_without_events
         )
         self.data: SequenceData | None = None
         self.split: Split | None = None

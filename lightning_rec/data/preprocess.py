@@ -36,6 +36,10 @@ class PreprocessOptions:
     """Keep only the first event of each (user, item) pair."""
     max_history: int | None = None
     """Keep only each user's most recent events (None: all of them)."""
+    items_without_events: bool = False
+    """Items of the item file without an event (new items) join the catalogue too, after the items
+    with events, in the file's order: one more row in the item file is then one more index at the end,
+    every other item keeps its index, and a trained model ranks the new item by its text."""
 
 
 @dataclasses.dataclass
@@ -90,6 +94,9 @@ def build_sequences(raw: RawData, options: PreprocessOptions) -> SequenceData:
         raise DataError(f"dataset {raw.name!r}: no interactions left after filtering with {options}")
 
     item_codes, item_ids = pd.factorize(df["item"], sort=True)
+    if options.items_without_events and raw.items is not None:
+        listed = pd.Index(raw.items["item"].drop_duplicates())
+        item_ids = item_ids.append(listed[~listed.isin(item_ids)])
     user_codes, user_ids = pd.factorize(df["user"], sort=False)  # already grouped by the sort above
     counts = np.bincount(user_codes, minlength=len(user_ids))
     offsets = np.concatenate([[0], np.cumsum(counts)])

@@ -33,6 +33,7 @@ class RankingRecommender(L.LightningModule):
         """Create the catalogue-sized parts: metrics, popularity for empty histories."""
         self.register_buffer("popularity", catalog.popularity.float().clone())
         self.num_items = catalog.num_items
+        self.item_ids = catalog.info["item"].tolist() if catalog.info is not None else None
         self.val_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="val/")
         self.test_metrics = ranking_metrics(self.hparams.eval_ks, catalog.num_items, prefix="test/")
         has_cold = bool((catalog.popularity[1:] == 0).any())
@@ -52,11 +53,41 @@ class RankingRecommender(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["num_items"] = self.num_items
+        checkpoint["item_ids"] = self.item_ids
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Sizes an unbuilt module from the checkpoint; a module built from data with items added after
+        training (appended, see `items_without_events`) gets the checkpoint's weights grown to it."""
         if not self.is_built:  # loaded outside a Trainer: size from the checkpoint
             n = checkpoint["num_items"]
             self.build(ItemCatalog(n, None, torch.zeros(n + 1)))
+            self.item_ids = checkpoint.get("item_ids")
+        else:
+            checkpoint["state_dict"] = self.grown_state(checkpoint)
+
+    def grown_state(self, checkpoint: dict) -> dict:
+        """The checkpoint's state dict with every catalogue-sized tensor ([n + 1, ...] where this module
+        has [N + 1, ...]) padded with zero rows for the N - n items it did not know: no ID vector, no
+        training event, so they are ranked by what their text gives them. An error unless this
+        module's items begin with the checkpoint's, in the same order (their rows are reused as they are)."""
+        n, state = checkpoint["num_items"], checkpoint["state_dict"]
+        known = checkpoint.get("item_ids")
+        if known is not None and self.item_ids is not None and self.item_ids[: len(known)] != known:
+            raise ValueError(
+                f"the checkpoint's {n} items are not the first {n} items of this data, in order; "
+                "items added after training must come after the others (items_without_events: true)"
+            )
+        if n == self.num_items:
+            return state
+        if n > self.num_items:
+            raise ValueError(f"the checkpoint knows {n} items, this data only {self.num_items}")
+        own = self.state_dict()
+        return {
+            key: torch.cat([value, value.new_zeros(self.num_items - n, *value.shape[1:])])
+            if key in own and value.dim() > 0 and len(value) == n + 1 and len(own[key]) == self.num_items + 1
+            else value
+            for key, value in state.items()
+        }
 
     def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of all items [B, N + 1] for the next item after each input sequence; padding column
