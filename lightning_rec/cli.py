@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_rec.checkpoints import read_checkpoint
 from lightning_rec.data.datamodule import SequenceDataModule
+from lightning_rec.data.errors import DataError
+from lightning_rec.divergence import NonFiniteTraining, StopOnNonFinite
 from lightning_rec.memory import keep_freed_memory
+
+DEBUG_FLAG, DEBUG_VARIABLE = "--debug", "LIGHTNING_REC_DEBUG"
+# what a user can fix (their data, caches, checkpoints, learning rate): one line, no traceback
+USER_ERRORS = (DataError, NonFiniteTraining)
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
 def use_wandb_offline_without_key() -> None:
@@ -24,20 +33,67 @@ def use_wandb_offline_without_key() -> None:
 
 
 class RecommenderCLI(LightningCLI):
-    """Every stage is a LightningModule chosen by `model.class_path`; data is a SequenceDataModule."""
+    """Every stage is a LightningModule chosen by `model.class_path`; data is a SequenceDataModule.
+    Every Trainer also gets `StopOnNonFinite` (a persistent callback: added to the recipe's own)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(
-            L.LightningModule, SequenceDataModule, *args, subclass_mode_model=True, subclass_mode_data=True, **kwargs
-        )
+        defaults = kwargs.setdefault("trainer_defaults", {})
+        defaults["callbacks"] = [*defaults.get("callbacks", []), StopOnNonFinite()]
+        with warnings.catch_warnings():  # args given are ours (main, recommend), not mixed up with sys.argv
+            warnings.filterwarnings("ignore", message=".*args parameter is intended")
+            super().__init__(
+                L.LightningModule,
+                SequenceDataModule,
+                *args,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                **kwargs,
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        """A `--ckpt_path` file that is missing or unreadable is a DataError before Lightning reads its
+        hyperparameters (its own names, `last`, `best`, ..., and remote URLs are left to it)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in SPECIAL_CKPT_PATHS and "://" not in str(path):
+            read_checkpoint(path, mmap=True)
+        super()._parse_ckpt_path()
+
+    def instantiate_classes(self) -> None:
+        """A value a constructor refuses (its ValueError, wrapped by jsonargparse in a dump of the
+        whole section) is a DataError with the constructors' own messages."""
+        try:
+            super().instantiate_classes()
+        except DataError:
+            raise
+        except ValueError as error:
+            lines = [line.strip() for line in str(error).splitlines()]
+            reasons = [line[2:] for line in lines if line.startswith("- ") and "<class 'NoneType'>" not in line]
+            raise DataError(f"invalid configuration: {'; '.join(reasons) or lines[0]}") from error
 
 
 def main(args: list[str] | None = None) -> None:
+    """Bad input (USER_ERRORS) ends the run with its one-line message on stderr and exit status 1;
+    `--debug` anywhere on the command line, or LIGHTNING_REC_DEBUG=1, shows the traceback instead."""
     use_wandb_offline_without_key()
     keep_freed_memory()
-    argv = sys.argv[1:] if args is None else args
+    argv = sys.argv[1:] if args is None else list(args)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0")
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    if args is None:  # LightningCLI reads sys.argv itself (and warns if given both)
+        sys.argv[1:] = argv
+    try:
+        run(argv, None if args is None else argv)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"lightning-rec: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(argv: list[str], args: list[str] | None) -> None:
     if argv[:1] == ["recommend"]:
         from lightning_rec.recommend import recommend_main
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from lightning_rec.atomic import atomic_path
+from lightning_rec.checkpoints import read_checkpoint
 
 
 def recommendations_frame(datamodule, users: torch.Tensor, items: torch.Tensor, scores: torch.Tensor) -> pd.DataFrame:
@@ -34,7 +35,8 @@ class RecommendationWriter(BasePredictionWriter):
     """Writes top-k recommendations of `lightning-rec predict` to CSV or Parquet (by suffix).
 
     Under DDP each process writes `<stem>.rank<N><suffix>`; one process writes `path` itself. The file
-    is written to a temporary name first, so an interrupted run never leaves a truncated file.
+    is written to a temporary name and renamed (lightning_rec/atomic.py), so an interrupted run never
+    leaves a truncated file.
     """
 
     def __init__(self, path: str = "outputs/recommendations.csv"):
@@ -56,13 +58,11 @@ class RecommendationWriter(BasePredictionWriter):
             if trainer.world_size == 1
             else self.path.with_name(f"{self.path.stem}.rank{trainer.global_rank}{self.path.suffix}")
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        if path.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if path.suffix == ".csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
 
 
 def recommend_main(argv: list[str]) -> None:
@@ -77,14 +77,12 @@ def recommend_main(argv: list[str]) -> None:
     parser.add_argument("--history", type=int, default=10, help="how many recent history items to show")
     known, rest = parser.parse_known_args(argv)
 
-    with warnings.catch_warnings():  # the args given are ours, not a mistake mixing them with sys.argv
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        cli = RecommenderCLI(args=rest, run=False)
+    cli = RecommenderCLI(args=rest, run=False)
     data, model = cli.datamodule, cli.model
     data.setup("predict")
     model.build(data.catalog)
-    state = torch.load(known.ckpt_path, map_location="cpu", weights_only=False)
-    model.on_load_checkpoint(state)  # items added after training: weights grown to the data's catalogue
+    state = read_checkpoint(known.ckpt_path)
+    state["state_dict"] = model.grown_state(state, known.ckpt_path)  # items added after training
     model.load_state_dict(state["state_dict"])
     model.eval()
     user = data.user_index(known.user)

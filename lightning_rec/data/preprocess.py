@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lightning_rec.atomic import atomic_path
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.sources import DataSource, RawData
 
@@ -156,8 +155,6 @@ def load_or_build(source: DataSource, options: PreprocessOptions, cache_dir: str
         except Exception:  # corrupt or from an incompatible version: rebuild below
             pass
     data = build_sequences(source.load(), options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(dataclasses.asdict(data), tmp)
-    os.replace(tmp.name, path)
     return data

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from lightning_rec.atomic import atomic_path
+from lightning_rec.data.errors import DataError
+
 _KEY = "lightning_rec"
 
 
-class EmbeddingCacheError(ValueError):
+class EmbeddingCacheError(DataError):
     """An embedding cache that is missing, unreadable, altered, or of the wrong shape; names the file."""
 
 
@@ -34,17 +35,9 @@ def write_embeddings(path: str | Path, table: torch.Tensor, metadata: dict) -> N
     table = table.detach().float().cpu().contiguous()
     if table.dim() != 2 or not torch.all(table[0] == 0):
         raise ValueError("an embedding table is [N + 1, d] with row 0 (padding) all zeros")
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {_KEY: json.dumps({**metadata, "sha256": table_checksum(table)}, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"embeddings": table}, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({"embeddings": table}, str(tmp), metadata=header)
 
 
 def read_embeddings(path: str | Path) -> tuple[torch.Tensor, dict]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_rec.rl.tables import to_markdown
+from lightning_rec.atomic import atomic_path
+from lightning_rec.rl.tables import write_table
 
 
 def adaptation_table(curves: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -69,7 +70,8 @@ def plot_curves(
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 
@@ -78,8 +80,7 @@ def publish(logger, directory: Path, tables: dict[str, pd.DataFrame], images: di
     run logs there."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        table.to_csv(directory / f"{name}.csv", index=False)
-        (directory / f"{name}.md").write_text(to_markdown(table) + "\n")
+        write_table(table, directory / f"{name}.csv", directory / f"{name}.md")
     if type(logger).__name__ == "WandbLogger":
         for name, table in tables.items():
             logger.log_table(key=f"meta/{name}", dataframe=table)

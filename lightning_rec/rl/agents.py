@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from lightning_rec.rl.episode_states import EpisodeStates, episode_layout
+from lightning_rec.rl.episode_states import EpisodeStates, check_positions, episode_layout
 from lightning_rec.rl.simulator import SimulatorState
 
 
@@ -64,6 +64,7 @@ class RecommenderAgent(SlateAgent):
     each step's state slot and each step's state, which the policy updates read back."""
 
     def __init__(self, recommender, context_len: int, max_steps: int, temperature: float = 1.0):
+        check_positions(recommender, context_len, max_steps)
         self.recommender, self.context_len, self.max_steps = recommender, context_len, max_steps
         self.temperature = temperature
 

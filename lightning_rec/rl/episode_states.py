@@ -13,6 +13,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lightning_rec.data.errors import DataError
+
+
+def check_positions(recommender, context_len: int, max_steps: int) -> None:
+    """Refuse a layout longer than the recommender's encoder has positions (a transformer's max_len),
+    which would otherwise fail deep inside its position embedding."""
+    max_len = getattr(recommender.sequence_encoder, "max_len", None)
+    if max_len is not None and context_len + max_steps > max_len:
+        raise DataError(
+            f"context_len ({context_len}) + behaviour.max_steps ({max_steps}) = {context_len + max_steps} "
+            f"exceeds the pretrained encoder's max_len ({max_len}): shorten the context or the episodes"
+        )
+
 
 def episode_layout(history: torch.Tensor, context_len: int, max_steps: int) -> torch.Tensor:
     """[B, context_len + max_steps]: the last context_len items of left-padded histories, then empty slots."""

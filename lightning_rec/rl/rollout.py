@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from lightning_rec.data.errors import DataError
 from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.slates import sample_slates
@@ -54,6 +55,15 @@ class Episodes:
         return blocked.scatter_(2, shown.reshape(b, steps, steps * k), True)
 
 
+def check_slate_size(slate_size: int, num_items: int) -> None:
+    """A slate holds 1 to `num_items` items: an empty one has nothing to click, and a top-K larger
+    than the catalogue fails inside topk."""
+    if slate_size < 1:
+        raise DataError(f"slate_size must be at least 1, got {slate_size}")
+    if slate_size > num_items:
+        raise DataError(f"slate_size={slate_size} exceeds the catalogue's {num_items} items")
+
+
 @torch.no_grad()
 def rollout(
     env: UserSimulator,
@@ -69,6 +79,7 @@ def rollout(
     repeats are allowed), give a slate by the agent's `select` (top-K) or, with `sample`, by drawing
     K items without replacement."""
     state = env.reset(users, positions)
+    check_slate_size(slate_size, state.consumed.shape[1] - 1)
     agent.start(state)
     masks_repeats = env.behaviour.masks_repeats  # FreeB: only padding (and unavailable items) masked
     blocked = state.consumed.clone() if masks_repeats else torch.zeros_like(state.consumed)

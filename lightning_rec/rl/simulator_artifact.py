@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_rec.checkpoints import read_checkpoint
+from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import SequenceData
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.response_model import ResponseModel
@@ -39,20 +41,20 @@ def simulator_entry(response_models: Sequence[ResponseModel], users: Sequence[to
     }
 
 
-def check_sizes(sizes: dict, data: SequenceData) -> None:
+def check_sizes(sizes: dict, data: SequenceData, path: str) -> None:
     """Refuse `data` other than the data the simulator was fit on (its users and items)."""
     if data.num_users != sizes["num_users"] or data.num_items != sizes["num_items"]:
-        raise ValueError(
-            f"the simulator was fit on {sizes['num_users']} users x {sizes['num_items']} items, "
+        raise DataError(
+            f"{path}: the simulator was fit on {sizes['num_users']} users x {sizes['num_items']} items, "
             f"the data has {data.num_users} x {data.num_items}: use the same data configuration"
         )
 
 
 def _entry(path: str) -> tuple[dict, dict]:
     """(the simulator entry, the state dict) of the checkpoint at `path`."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     if CHECKPOINT_KEY not in checkpoint:
-        raise ValueError(f"{path} holds no trained user simulator (write one with the SimulatorTraining stage)")
+        raise DataError(f"{path} holds no trained user simulator (write one with the SimulatorTraining stage)")
     return checkpoint[CHECKPOINT_KEY], checkpoint["state_dict"]
 
 
@@ -77,7 +79,7 @@ def load_simulators(
     they hold configuration objects)."""
     entry, state = _entry(path)
     sizes = entry["sizes"]
-    check_sizes(sizes, data)
+    check_sizes(sizes, data, path)
     simulators = {}
     for role, saved in entry["roles"].items():
         model = ResponseModel(**saved["response_model"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from lightning_rec.atomic import atomic_path
 from lightning_rec.rl.rollout import Episodes
 
 
@@ -60,8 +61,7 @@ def write_report(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "table.csv", "markdown": out / "table.md", "png": out / "reward_curves.png"}
-    table.to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(to_markdown(table) + "\n")
+    write_table(table, paths["csv"], paths["markdown"])
     figure, axes = plt.subplots(len(curves), 2, figsize=(11, 4 * len(curves)), squeeze=False)
     for (block, policies), (reward_axis, stay_axis) in zip(curves.items(), axes):
         for name, (rewards, present) in policies.items():
@@ -72,9 +72,18 @@ def write_report(
         stay_axis.set(xlabel="turn", ylabel="share of sessions still going", title=f"{block}: survival")
         reward_axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(paths["png"], dpi=120)
+    with atomic_path(paths["png"]) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return paths
+
+
+def write_table(table: pd.DataFrame, csv: Path, markdown: Path) -> None:
+    """The table as CSV and as Markdown, each file replaced atomically."""
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(to_markdown(table) + "\n")
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -12,7 +12,7 @@ from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
 from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.environments import Environment, stage_environment
-from lightning_rec.rl.episode_states import states_at_slots
+from lightning_rec.rl.episode_states import check_positions, states_at_slots
 from lightning_rec.rl.rollout import Episodes, rollout
 from lightning_rec.stages.pretraining import (
     RECOMMENDER_KEY,
@@ -99,14 +99,8 @@ class PolicyFineTuner(L.LightningModule):
         """Load the `pretrained` policy and size what depends on it: the algorithm's heads and the
         metrics (in setup, not the constructor, so instantiating the stage reads no checkpoint)."""
         self.recommender = load_recommender(self.hparams.pretrained)
-        encoder = self.recommender.sequence_encoder
-        needed = self.hparams.context_len + self.behaviour.max_steps
-        if hasattr(encoder, "max_len") and needed > encoder.max_len:
-            raise ValueError(
-                f"context_len ({self.hparams.context_len}) + behaviour.max_steps ({self.behaviour.max_steps}) = "
-                f"{needed} exceeds the pretrained encoder's max_len ({encoder.max_len})"
-            )
-        self.state_dim = encoder.dim
+        check_positions(self.recommender, self.hparams.context_len, self.behaviour.max_steps)
+        self.state_dim = self.recommender.sequence_encoder.dim
         self.algorithm.build(self)
         num_items = self.recommender.num_items
         self.val_metrics = ranking_metrics(self.hparams.eval_ks, num_items, prefix="val/")

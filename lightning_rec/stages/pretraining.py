@@ -9,7 +9,9 @@ from typing import Literal
 import lightning as L
 import torch
 
+from lightning_rec.checkpoints import read_checkpoint
 from lightning_rec.data.datamodule import ItemCatalog
+from lightning_rec.data.errors import DataError
 from lightning_rec.encoders.item import IDItemEncoder, ItemEncoder
 from lightning_rec.encoders.sequence import SequenceEncoder
 from lightning_rec.encoders.transformer import TransformerEncoder
@@ -63,24 +65,27 @@ class RankingRecommender(L.LightningModule):
             self.build(ItemCatalog(n, None, torch.zeros(n + 1)))
             self.item_ids = checkpoint.get("item_ids")
         else:
-            checkpoint["state_dict"] = self.grown_state(checkpoint)
+            checkpoint["state_dict"] = self.grown_state(checkpoint, self._trainer.ckpt_path if self._trainer else None)
 
-    def grown_state(self, checkpoint: dict) -> dict:
+    def grown_state(self, checkpoint: dict, path: str | None = None) -> dict:
         """The checkpoint's state dict with every catalogue-sized tensor ([n + 1, ...] where this module
         has [N + 1, ...]) padded with zero rows for the N - n items it did not know: no ID vector, no
         training event, so they are ranked by what their text gives them. An error unless this
         module's items begin with the checkpoint's, in the same order (their rows are reused as they are)."""
         n, state = checkpoint["num_items"], checkpoint["state_dict"]
-        known = checkpoint.get("item_ids")
+        known, where = checkpoint.get("item_ids"), f"{path}: " if path else ""
+        if n > self.num_items:
+            raise DataError(
+                f"{where}the checkpoint knows {n} items, this data only {self.num_items}: "
+                "use the data configuration it was trained with"
+            )
         if known is not None and self.item_ids is not None and self.item_ids[: len(known)] != known:
-            raise ValueError(
-                f"the checkpoint's {n} items are not the first {n} items of this data, in order; "
+            raise DataError(
+                f"{where}the checkpoint's {n} items are not the first {n} items of this data, in order; "
                 "items added after training must come after the others (items_without_events: true)"
             )
         if n == self.num_items:
             return state
-        if n > self.num_items:
-            raise ValueError(f"the checkpoint knows {n} items, this data only {self.num_items}")
         own = self.state_dict()
         return {
             key: torch.cat([value, value.new_zeros(self.num_items - n, *value.shape[1:])])
@@ -247,7 +252,7 @@ def load_recommender(path: str) -> SequentialRecommender:
     """The SequentialRecommender of a pretraining checkpoint, or the one a later stage's checkpoint
     holds (a fine-tuned policy), on the CPU. Checkpoints named in one's own configuration are
     trusted (weights_only=False: they hold configuration objects)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     entry = checkpoint.get(RECOMMENDER_KEY)
     if entry is None:
         return SequentialRecommender.load_from_checkpoint(path, map_location="cpu", weights_only=False)

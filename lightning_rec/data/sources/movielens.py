@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Literal, get_args
 
+from lightning_rec.atomic import atomic_path
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.sources.base import DataSource, RawData, fingerprint_of
 from lightning_rec.data.sources.movielens_format import (
@@ -83,18 +82,14 @@ class MovieLens(DataSource):
         except OSError as error:
             raise DataError(f"MovieLens {self.version}: cannot create {self.root}: {error.strerror}") from error
         log.info("downloading %s to %s", self.url, self.archive)
-        handle, temporary = tempfile.mkstemp(dir=self.root, prefix=f".{self.archive.name}.", suffix=".part")
-        try:
-            with os.fdopen(handle, "wb") as out:
+        with atomic_path(self.archive) as temporary:
+            with open(temporary, "wb") as out:
                 try:
                     with urllib.request.urlopen(self.url, timeout=60) as response:
                         shutil.copyfileobj(response, out, 1 << 20)
                 except (OSError, http.client.HTTPException) as error:
                     raise self._by_hand(f"downloading it failed ({getattr(error, 'reason', error)})") from error
-            _check_zip(Path(temporary), f"download from {self.url}")
-            os.replace(temporary, self.archive)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+            _check_zip(temporary, f"download from {self.url}")
 
     def load(self) -> RawData:
         path = self._ensure_archive()
