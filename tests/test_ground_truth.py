@@ -5,6 +5,8 @@ over KuaiRec-format files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jsonargparse
 import pandas as pd
 import pytest
@@ -262,8 +264,8 @@ def test_the_kuairec_recipe_runs_end_to_end_on_tiny_files(tmp_path):
     quick = ["--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
     behaviour = ["-c", "configs/kuairec/behaviour.yaml"]
 
-    def run(command: str, recipe: str, *extra: str) -> str:
-        out = str(tmp_path / recipe)
+    def run(command: str, recipe: str, *extra: str, out: str | None = None) -> str:
+        out = str(tmp_path / (out or recipe))
         main(
             [command, *data, "-c", f"configs/kuairec/{recipe}.yaml", *extra, *quick, "--trainer.default_root_dir", out]
         )
@@ -282,3 +284,40 @@ def test_the_kuairec_recipe_runs_end_to_end_on_tiny_files(tmp_path):
     assert ((table["len_tra"] >= 1) & (table["len_tra"] <= 30)).all()
     assert (table["ctr"].drop("quit-oracle") == 1.0).all()
     assert ((table["R_tra"] > 0) & (table["R_tra"] <= 5 * table["len_tra"])).all()
+    # the ground truth as a training environment too (it then trains on the users it judges)
+    (tmp_path / "ground_truth.yaml").write_text(
+        "model:\n  init_args:\n    simulator: null\n    environment:\n"
+        "      class_path: lightning_rec.rl.environments.GroundTruth\n      init_args:\n"
+        f"        source: {{class_path: lightning_rec.data.sources.KuaiRec, init_args: {{directory: {tmp_path}, "
+        "matrix: small_matrix}}\n        clip: [0, 5]\n"
+    )
+    in_truth = ["-c", str(tmp_path / "ground_truth.yaml"), "--model.init_args.pretrained", sasrec]
+    assert Path(run("fit", "ppo", *behaviour, *in_truth, out="ppo-ground-truth"), "checkpoints", "last.ckpt").is_file()
+
+
+class CountingSource:
+    """EVENTS as a data source that counts its loads."""
+
+    def __init__(self):
+        self.loads = 0
+
+    def load(self):
+        self.loads += 1
+        return type("Raw", (), {"interactions": EVENTS, "name": "events"})()
+
+
+def test_ground_truth_builds_its_matrix_once_per_data_and_pickles_without_it():
+    import pickle
+    from types import SimpleNamespace
+
+    from lightning_rec.rl.environments import GroundTruth
+
+    split, catalog = SimpleNamespace(train_end=torch.ones(3, dtype=torch.long)), SimpleNamespace(categories=CATEGORIES)
+    datamodule = SimpleNamespace(data=sequence_data(), split=split, catalog=catalog)
+    source = CountingSource()
+    ground_truth = GroundTruth(source, clip=(0.0, 5.0))
+    for mode in ("FreeB", "NX_0"):
+        env = ground_truth.simulator("eval", datamodule, UserBehaviour(mode=mode, quit=QuitRule(4)), 0, "cpu")
+        assert env.users.tolist() == [0, 1] and env.model.rating_range.tolist() == [0.0, 5.0]
+    assert source.loads == 1
+    assert pickle.loads(pickle.dumps(ground_truth))._built is None

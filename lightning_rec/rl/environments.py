@@ -69,16 +69,24 @@ class GroundTruth(Environment):
         self.source, self.clip, self.missing = source, clip, missing
         self.click_threshold, self.click_scale = click_threshold, click_scale
         self.mf_dim, self.mf_l2, self.history_len = mf_dim, mf_l2, history_len
+        self._built: tuple | None = None  # (data, seed, name, matrix): built once per data, not per mode
+
+    def __getstate__(self) -> dict:
+        """Pickled (into a stage's saved hyperparameters) without the built matrix."""
+        return {**self.__dict__, "_built": None}
 
     def simulator(self, role, datamodule, behaviour, seed, device) -> UserSimulator:
-        raw = self.source.load()
         data, train_end = datamodule.data, datamodule.split.train_end
-        values, rows, available = reward_matrix(
-            raw.interactions, data, raw.name, self.clip, self.missing, self.mf_dim, self.mf_l2, seed
-        )
+        if self._built is None or self._built[0] is not data or self._built[1] != seed:
+            raw = self.source.load()
+            matrix = reward_matrix(
+                raw.interactions, data, raw.name, self.clip, self.missing, self.mf_dim, self.mf_l2, seed
+            )
+            self._built = (data, seed, raw.name, matrix)
+        _, _, name, (values, rows, available) = self._built
         users = torch.nonzero((rows >= 0) & (train_end >= 1)).squeeze(1)
         if len(users) == 0:
-            raise ValueError(f"{raw.name}: no user of the reward matrix has a logged event in the data to start from")
+            raise ValueError(f"{name}: no user of the reward matrix has a logged event in the data to start from")
         shown = values[:, available]
         low, high = self.clip if self.clip is not None else (float(shown.min()), float(shown.max()))
         response = MatrixResponse(values, rows, (low, high), self.click_threshold, self.click_scale).to(device)
