@@ -15,6 +15,7 @@ from lightning_rec.data.datamodule import SequenceDataModule
 from lightning_rec.data.errors import DataError
 from lightning_rec.divergence import NonFiniteTraining, StopOnNonFinite
 from lightning_rec.memory import keep_freed_memory
+from lightning_rec.quiet import quiet_other_libraries, silence_wandb_when_offline_by_default
 
 DEBUG_FLAG, DEBUG_VARIABLE = "--debug", "LIGHTNING_REC_DEBUG"
 # what a user can fix (their data, caches, checkpoints, learning rate): one line, no traceback
@@ -30,6 +31,7 @@ def use_wandb_offline_without_key() -> None:
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     if not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
         os.environ["WANDB_MODE"] = "offline"
+        silence_wandb_when_offline_by_default()
 
 
 class RecommenderCLI(LightningCLI):
@@ -61,6 +63,12 @@ class RecommenderCLI(LightningCLI):
             read_checkpoint(path, mmap=True)
         super()._parse_ckpt_path()
 
+    def before_test(self) -> None:
+        """A stage that prints its own results table (`prints_test_table`) does not get Lightning's
+        table of the same logged numbers as well."""
+        if getattr(self.model, "prints_test_table", False):
+            self.config_init["test"]["verbose"] = False
+
     def instantiate_classes(self) -> None:
         """A value a constructor refuses (its ValueError, wrapped by jsonargparse in a dump of the
         whole section) is a DataError with the constructors' own messages."""
@@ -78,6 +86,7 @@ def main(args: list[str] | None = None) -> None:
     """Bad input (USER_ERRORS) ends the run with its one-line message on stderr and exit status 1;
     `--debug` anywhere on the command line, or LIGHTNING_REC_DEBUG=1, shows the traceback instead."""
     use_wandb_offline_without_key()
+    quiet_other_libraries()
     keep_freed_memory()
     argv = sys.argv[1:] if args is None else list(args)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0")

@@ -148,7 +148,7 @@ def test_a_rating_threshold_on_data_without_ratings_is_named(world, tmp_path):
 def test_users_unknown_at_predict_time_are_named(world, tmp_path):
     argv = ["predict", "-c", world.config, "--ckpt_path", world.checkpoint]
     err = world.fails(argv + ["--data.init_args.predict_users", "[u1, nobody]"], tmp_path)
-    assert err.endswith("lightning-rec: error: predict_users: unknown user ids ['nobody']\n")
+    assert err == "lightning-rec: error: predict_users: unknown user ids ['nobody']\n"
 
 
 def test_items_the_item_file_lacks_are_titled_by_their_id_in_predictions(world, tmp_path):

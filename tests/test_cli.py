@@ -168,3 +168,18 @@ def test_wandb_goes_offline_without_credentials(monkeypatch, tmp_path):
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password key\n")
     use_wandb_offline_without_key()
     assert "WANDB_MODE" not in os.environ  # logged in: leave W&B online
+
+
+def test_the_terminal_has_no_known_harmless_lines_of_other_libraries(tmp_path, chain_csv, caplog, recwarn, capfd):
+    """Advertisements, absent-accelerator lines and known deprecation/user warnings are filtered at
+    their source (lightning_rec/quiet.py); the project's own lines and Lightning's results stay."""
+    from lightning_rec.quiet import HARMLESS_LOG_LINES
+
+    config = write_config(tmp_path / "c.yaml", chain_csv, tmp_path, epochs=1)
+    main(["fit", "-c", config])
+    main(["test", "-c", config, "--ckpt_path", str(next(tmp_path.glob("csv/version_*/checkpoints/last.ckpt")))])
+    printed = capfd.readouterr()
+    lines = [record.getMessage() for record in caplog.records] + (printed.out + printed.err).splitlines()
+    assert not [line for line in lines if any(part in line for part in HARMLESS_LOG_LINES)]
+    assert not [str(w.message) for w in recwarn if "LeafSpec" in str(w.message) or "dirpath" in str(w.message)]
+    assert "Test metric" in printed.out and "Seed set to 0" in " ".join(lines)

@@ -14,7 +14,7 @@ LAYERS = [
     {"rl"},
     {"meta"},
     {"stages"},
-    {"cli", "recommend", "__init__"},
+    {"cli", "quiet", "recommend", "__init__"},
 ]
 # known and open (issue 12): MetaDataModule still loads a SequentialRecommender inside a DataModule
 KNOWN = {("meta/datamodule.py", "stages")}

@@ -49,6 +49,8 @@ class MetaPolicyOptimizer(L.LightningModule):
     pretrained start.
     """
 
+    prints_test_table = True  # the meta-test table (tables.py): the CLI skips Lightning's copy
+
     def __init__(
         self,
         checkpoint: str | None = None,

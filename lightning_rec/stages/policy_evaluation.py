@@ -67,6 +67,8 @@ class PolicyEvaluation(L.LightningModule):
     of `spread_penalties` that earns most in the "train" role (needs the data module's `category`).
     """
 
+    prints_test_table = True  # the evaluation table: the CLI skips Lightning's copy
+
     def __init__(
         self,
         simulator: str | None,
