@@ -18,6 +18,8 @@ DATA := configs/data/ml-latest-small.yaml
 HYBRID := configs/hybrid-sasrec-ml-latest-small.yaml
 PRETRAINED := $(OUT)/hybrid/checkpoints/best.ckpt
 SIMULATOR := $(OUT)/simulator/checkpoints/best.ckpt
+# The field's session protocol for PPO and its table (NX_0, first genre as category, N = 4, M = 0, 30 turns).
+SESSION := configs/session/ml-latest-small-nx0.yaml
 
 .PHONY: setup demo demo-meta test clean
 
@@ -32,6 +34,9 @@ $(VENV)/.installed: pyproject.toml
 
 # The pipeline on the bundled ml-latest-small: encode item text -> hybrid SASRec -> test and recommend
 # -> user simulator -> PPO fine-tuning -> RL evaluation table -> meta-training and the meta-test table.
+# PPO and the table play the field's session protocol ($(SESSION)): the table holds R_tra, len_tra, reward
+# per turn, CTR and coverage of random, popularity, supervised, epsilon-greedy, the train-tuned category
+# re-ranker, PPO and the quit oracle (told the rule: a ceiling), docs/rl.md.
 # Short budgets: the tables differ from the recipes' (docs/rl.md, docs/meta.md).
 demo: setup
 	rm -rf $(OUT)
@@ -40,9 +45,9 @@ demo: setup
 	$(CLI) test -c $(HYBRID) --trainer.default_root_dir $(OUT)/hybrid --ckpt_path $(PRETRAINED)
 	$(CLI) recommend -c $(HYBRID) --ckpt_path $(PRETRAINED) --user 1
 	$(CLI) fit -c configs/simulator-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/simulator --trainer.max_epochs $(DEMO_SIM_EPOCHS)
-	$(CLI) fit -c configs/ppo-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/ppo --trainer.max_epochs $(DEMO_PPO_EPOCHS) \
+	$(CLI) fit -c configs/ppo-ml-latest-small.yaml -c $(SESSION) --trainer.default_root_dir $(OUT)/ppo --trainer.max_epochs $(DEMO_PPO_EPOCHS) \
 	    --model.init_args.pretrained $(PRETRAINED) --model.init_args.simulator $(SIMULATOR)
-	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/rl-evaluation \
+	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml -c $(SESSION) --trainer.default_root_dir $(OUT)/rl-evaluation \
 	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) --model.init_args.episodes_per_user 4 \
 	    --model.init_args.policies '{ppo: $(OUT)/ppo/checkpoints/last.ckpt}'
 	$(MAKE) --no-print-directory demo-meta

@@ -80,7 +80,7 @@ class PolicyEvaluation(L.LightningModule):
         context_len: int | None = None,
         episodes_per_user: int = 4,
         epsilon: float = 0.1,
-        spread_penalties: list[float] = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
+        spread_penalties: list[float] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
         seed: int = 0,
         ks: list[int] = [10],
         output_dir: str = "outputs/rl-evaluation",
