@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 # Short budgets: the tables differ from the recipes' (docs/rl.md, docs/meta.md).
 demo: setup
 	rm -rf $(OUT)
-	$(CLI) predict -c $(DATA) -c configs/encode-ml-latest-small.yaml
+	$(CLI) predict --data $(DATA) -c configs/encode-ml-latest-small.yaml
 	$(CLI) fit -c $(HYBRID) --trainer.default_root_dir $(OUT)/hybrid --trainer.max_epochs $(DEMO_EPOCHS)
 	$(CLI) test -c $(HYBRID) --trainer.default_root_dir $(OUT)/hybrid --ckpt_path $(PRETRAINED)
 	$(CLI) recommend -c $(HYBRID) --ckpt_path $(PRETRAINED) --user 1

@@ -10,7 +10,7 @@ is such an item, "warm NDCG@10" on the others. Each row keeps its per-test-row N
 separately (`--output` per process) can be merged and compared pairwise (`--merge`).
 The text encoders need the encode stage's cache (run first, or pass --encode):
 
-    .venv/bin/lightning-rec predict -c configs/data/ml-latest-small.yaml -c configs/encode-ml-latest-small.yaml
+    .venv/bin/lightning-rec predict --data configs/data/ml-latest-small.yaml -c configs/encode-ml-latest-small.yaml
     nice -n 5 .venv/bin/python benchmarks/encoders.py --epochs 5 --cold-fractions 0.1 0.2 0.4
 """
 
@@ -74,7 +74,7 @@ def run_model(name: str, cold: float, args) -> dict:
     root = ROOT / args.workdir / f"{args.label or name}-cold{cold}"
     cli = RecommenderCLI(
         args=[
-            "-c",
+            "--data",
             DATA,
             "-c",
             config,
@@ -96,7 +96,7 @@ def run_model(name: str, cold: float, args) -> dict:
 
 def run_baseline(name: str, cold: float, args) -> dict:
     root = ROOT / args.workdir / f"{name}-cold{cold}"
-    cli = RecommenderCLI(args=["-c", DATA, f"--model={BASELINES[name]}", *common_args(root, cold, args)], run=False)
+    cli = RecommenderCLI(args=["--data", DATA, f"--model={BASELINES[name]}", *common_args(root, cold, args)], run=False)
     (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     rows = test_rows(cli.model, cli.datamodule)
     return {"model": name, "item_encoder": "-", "sequence_encoder": "-", "train_seconds": 0.0, **pick(result, rows)}
@@ -189,7 +189,7 @@ def main() -> None:
         print(markdown(rows, args))
         return
     if args.encode:
-        RecommenderCLI(args=["predict", "-c", DATA, "-c", "configs/encode-ml-latest-small.yaml"])
+        RecommenderCLI(args=["predict", "--data", DATA, "-c", "configs/encode-ml-latest-small.yaml"])
     rows = []
     for cold in args.cold_fractions:
         for name in BASELINES if args.baselines else []:

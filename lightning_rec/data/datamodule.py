@@ -102,7 +102,13 @@ class SequenceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data, train_end, positions = self.training_sequences()
         windows = training_windows(data, train_end, self.hparams.max_len, positions)
-        return self._loader(WindowDataset(windows), self.hparams.batch_size, shuffle=True)
+        return self._loader(WindowDataset(windows), self._train_batch_size(), shuffle=True)
+
+    def _train_batch_size(self) -> int:
+        """`batch_size`, unless the stage being trained asks for its own (`train_batch_size`, as the
+        RL stages do for the users of an update), so one data file serves every stage."""
+        stage = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(stage, "train_batch_size", None) or self.hparams.batch_size
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(

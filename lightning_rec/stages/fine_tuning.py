@@ -52,6 +52,9 @@ class PolicyFineTuner(L.LightningModule):
     loss on `supervised_windows` logged windows drawn from the batch (as PPO-ptx does), which holds
     the next-item ranking where the logs say it is right and leaves RL free elsewhere.
 
+    Each update plays the users of `batch_size` training windows (the data module's batch size
+    unless given) that belong to the training environment.
+
     The checkpoint carries the fine-tuned recommender whole: `load_recommender` reads it back
     without this stage (and without the `pretrained` checkpoint).
     """
@@ -73,9 +76,11 @@ class PolicyFineTuner(L.LightningModule):
         seed: int = 0,
         eval_ks: list[int] = [10, 20],
         environment: Environment | None = None,
+        batch_size: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.train_batch_size = batch_size
         self.environment = stage_environment(environment, simulator)
         self.automatic_optimization = False
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
