@@ -52,7 +52,7 @@ class PolicyFineTuner(L.LightningModule):
     loss on `supervised_windows` logged windows drawn from the batch (as PPO-ptx does), which holds
     the next-item ranking where the logs say it is right and leaves RL free elsewhere.
 
-    Each update plays the users of `batch_size` training windows (the data module's batch size
+    Each update plays the users of `windows_per_batch` training windows (the data module's batch size
     unless given) that belong to the training environment.
 
     The checkpoint carries the fine-tuned recommender whole: `load_recommender` reads it back
@@ -76,11 +76,11 @@ class PolicyFineTuner(L.LightningModule):
         seed: int = 0,
         eval_ks: list[int] = [10, 20],
         environment: Environment | None = None,
-        batch_size: int | None = None,
+        windows_per_batch: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.train_batch_size = batch_size
+        self.train_batch_size = windows_per_batch
         self.environment = stage_environment(environment, simulator)
         self.automatic_optimization = False
         self.behaviour = behaviour if behaviour is not None else UserBehaviour()
@@ -140,7 +140,7 @@ class PolicyFineTuner(L.LightningModule):
         """Sampled episodes in the training simulator from the batch's windows of its users."""
         keep = self.train_simulator.allowed[batch["user"]]
         if not keep.any():
-            raise ValueError("the batch holds no window of the training simulator's users; use a larger batch_size")
+            raise ValueError("the batch holds no window of the training simulator's users; raise windows_per_batch")
         agent = RecommenderAgent(
             self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature
         )

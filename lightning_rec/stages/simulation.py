@@ -62,7 +62,7 @@ class SimulatorTraining(L.LightningModule):
     val/<role>/ndcg@10 (the held-out item ranked among all items, history masked), val/<role>/auc
     (against its negatives), val/<role>/rating_rmse, train/<role>/click_loss and rating_loss;
     val/ndcg@10 is the two roles' mean, to pick checkpoints by. Calibration gathers one
-    process's validation set: run it on one device. `batch_size` (training windows per step) is
+    process's validation set: run it on one device. `windows_per_batch` (training windows per step) is
     the data module's unless given.
     """
 
@@ -80,10 +80,10 @@ class SimulatorTraining(L.LightningModule):
         calibration_bins: int = 15,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
-        batch_size: int | None = None,
+        windows_per_batch: int | None = None,
     ):
         super().__init__()
-        self.train_batch_size = batch_size
+        self.train_batch_size = windows_per_batch
         if partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
         if not 0 < eval_fraction < 1:
