@@ -4,8 +4,6 @@ end (PLMItemEncoder). Text gives every item a vector, including items never seen
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
@@ -81,68 +79,18 @@ class TextItemEncoder(ItemEncoder):
         return torch.cat([vectors.new_zeros(1, self.dim), vectors])
 
 
-ColdItems = Literal["none", "map", "gate", "dropout", "map_dropout"]
-
-
 class HybridItemEncoder(TextItemEncoder):
     """ID embedding + adapted text vector, summed. Items without a single training event get no ID
-    vector (only text): an untrained ID row is noise at best.
-
-    `cold` (experimental, one of each measured): how an item without an ID vector is represented.
-    none: text alone. map: text + a linear map of it into the ID space, fitted to the warm items' ID
-    vectors (`alignment_loss`). gate: (1 - g) text + g ID with g = sigmoid of the item's text vector,
-    0 without ID. dropout: `id_dropout` of the IDs left out per step, text-only items scaled by a
-    learned scalar. map_dropout: `id_dropout` of the IDs replaced per step by the map of the text.
-    """
-
-    def __init__(
-        self,
-        embeddings: str,
-        dim: int = 64,
-        num_experts: int = 8,
-        dropout: float = 0.2,
-        init_std: float = 0.02,
-        cold: ColdItems = "none",
-        id_dropout: float = 0.0,
-    ):
-        super().__init__(embeddings, dim, num_experts, dropout, init_std)
-        self.cold, self.id_dropout = cold, id_dropout
+    vector (only text): an untrained ID row is noise at best."""
 
     def build(self, catalog) -> None:
         super().build(catalog)
         self.id_embedding = nn.Embedding(catalog.num_items + 1, self.dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=self.init_std)
         self.register_buffer("has_id", (catalog.popularity > 0).unsqueeze(1))  # saved: restored with checkpoints
-        self.text_to_id = nn.Linear(self.dim, self.dim)
-        nn.init.zeros_(self.text_to_id.weight)
-        nn.init.zeros_(self.text_to_id.bias)
-        self.gate = nn.Linear(self.text_vectors.shape[1], 1)
-        self.text_scale = nn.Parameter(torch.ones(()))
-        self.alignment = None
 
     def forward(self) -> torch.Tensor:
-        text, ids = super().forward(), self.id_embedding.weight
-        keep = self.has_id
-        if self.training and self.id_dropout > 0 and self.cold in ("dropout", "map_dropout"):
-            keep = keep & (torch.rand_like(keep, dtype=torch.float) >= self.id_dropout)
-        if self.cold == "map":
-            mapped = self.text_to_id(text.detach())
-            if self.training:
-                warm = self.has_id.squeeze(1)
-                self.alignment = (mapped[warm] - ids[warm].detach()).pow(2).sum(1).mean()
-            return text + torch.where(keep, ids, mapped)
-        if self.cold == "gate":
-            g = torch.sigmoid(self.gate(self.text_vectors)) * keep
-            return (1 - g) * text + g * ids
-        if self.cold == "dropout":
-            return torch.where(keep, text + ids, self.text_scale * text)
-        if self.cold == "map_dropout":
-            return text + torch.where(keep, ids, self.text_to_id(text))
-        return text + ids * keep
-
-    def alignment_loss(self) -> torch.Tensor | None:
-        """The map's regression loss of the last training forward (cold == "map"), else None."""
-        return self.alignment
+        return super().forward() + self.id_embedding.weight * self.has_id
 
 
 class PLMItemEncoder(ItemEncoder):

@@ -205,9 +205,7 @@ class SequentialRecommender(RankingRecommender):
         target = target[:, -hidden.shape[1] :]  # encoders too costly to run per position return the last one
         has_target = target != 0
         candidates, target = self.training_candidates(items, target[has_target])
-        loss = self.objective(hidden[has_target], target, candidates)
-        alignment = getattr(self.item_encoder, "alignment_loss", lambda: None)()
-        return loss if alignment is None else loss + alignment
+        return self.objective(hidden[has_target], target, candidates)
 
     def training_candidates(self, items: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The item table and targets of the training softmax, without the items that have no training
