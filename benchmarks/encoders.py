@@ -137,14 +137,12 @@ def markdown(rows: list[dict], args) -> str:
             + " | ".join(f"{v:.4f}" if isinstance(v, float) else v for v in values)
             + f" | {r['train_seconds']:.0f} |"
         )
+    hybrids = dict.fromkeys(r["model"] for r in rows if r["item_encoder"] == "hybrid")  # each label, in order
     comparisons = [
         (fraction, a, b, subset)
         for fraction in sorted({r["cold_item_fraction"] for r in rows})
-        for a, b, subset in [
-            ("sasrec-hybrid", "sasrec-text", "cold"),
-            ("sasrec-hybrid", "sasrec-id", "warm"),
-            ("sasrec-hybrid", "sasrec-id", "all"),
-        ]
+        for a in hybrids
+        for b, subset in [("sasrec-text", "cold"), ("sasrec-id", "warm"), ("sasrec-id", "all")]
     ]
     by_key = {(r["cold_item_fraction"], r["model"]): r for r in rows}
     found = [(f, a, b, s) for f, a, b, s in comparisons if (f, a) in by_key and (f, b) in by_key]
