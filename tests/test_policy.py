@@ -28,13 +28,15 @@ def test_slate_probabilities_of_all_ordered_slates_sum_to_one_and_match_sampling
     probs = slate_log_probs(log_probs_at(logits.expand(len(slates), -1), slates)).sum(1).exp()
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert probs[(slates == 2).any(1)].sum() == 0
-    drawn = sample_slates(logits.expand(40000, -1), 2, torch.Generator().manual_seed(0))
+    drawn, drawn_log_probs = sample_slates(logits.expand(40000, -1), 2, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn_log_probs, log_probs_at(logits.expand(len(drawn), -1), drawn))  # the same numbers
     assert (drawn[:, 0] != drawn[:, 1]).all() and not (drawn == 2).any()
     codes = drawn[:, 0] * 6 + drawn[:, 1]
     frequency = torch.bincount(codes, minlength=36).float() / len(drawn)
     torch.testing.assert_close(frequency[slates[:, 0] * 6 + slates[:, 1]], probs, atol=0.01, rtol=0)
     few = torch.tensor([[float("-inf"), 0.0, float("-inf"), 1.0]])  # two unmasked items for a slate of three
-    assert sorted(sample_slates(few, 3)[0, :2].tolist()) == [1, 3] and sample_slates(few, 3)[0, 2] == 0
+    few_slates = sample_slates(few, 3)[0]
+    assert sorted(few_slates[0, :2].tolist()) == [1, 3] and few_slates[0, 2] == 0
 
 
 def test_topk_correction_is_the_derivative_of_the_chance_to_be_in_the_slate():

@@ -10,7 +10,6 @@ from lightning_rec.data.errors import DataError
 from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.slates import sample_slates
-from lightning_rec.softmax import log_probs_at
 
 
 @dataclasses.dataclass
@@ -88,7 +87,11 @@ def rollout(
     steps = {"slates": [], "clicks": [], "rewards": [], "valid": [], "log_probs": []}
     while not state.done.all():
         logits = agent.scores().to(blocked.device).masked_fill(blocked, float("-inf"))
-        slates = sample_slates(logits, slate_size, generator) if sample else agent.select(logits, slate_size)
+        if sample:
+            slates, log_probs = sample_slates(logits, slate_size, generator)
+            steps["log_probs"].append(log_probs)
+        else:
+            slates = agent.select(logits, slate_size)
         valid = ~state.done
         clicks, rewards, _ = env.step(slates)
         agent.observe((slates * clicks).sum(1))
@@ -96,7 +99,5 @@ def rollout(
             blocked.scatter_(1, slates, True)
         for key, value in (("slates", slates), ("clicks", clicks), ("rewards", rewards * valid), ("valid", valid)):
             steps[key].append(value)
-        if sample:
-            steps["log_probs"].append(log_probs_at(logits, slates))
     recorded = {key: torch.stack(value, 1) for key, value in steps.items() if value}
     return Episodes(consumed=consumed, masks_repeats=masks_repeats, **recorded, **agent.recorded())

@@ -16,27 +16,35 @@ import torch.nn.functional as F
 from lightning_rec.softmax import FLOOR, log_probs_at, logsumexp
 
 
-def sample_slates(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_slates(
+    logits: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """K distinct items per row [..., K], drawn one after another from softmax(logits) restricted
-    to the items not yet drawn (Plackett-Luce). Items with logit -inf (masked) are never drawn; a
-    row with fewer than K others gets empty positions (item 0) after them.
+    to the items not yet drawn (Plackett-Luce), and their log-probabilities under softmax(logits)
+    [..., K] (`log_probs_at`'s numbers, from the same pass over the catalogue). Items with logit -inf
+    (masked) are never drawn; a row with fewer than K others gets empty positions (item 0) after them.
 
     The slate is the first K distinct items of a stream of independent draws from the softmax,
     which has exactly that distribution: a draw with replacement is one binary search in the
     cumulative probabilities (torch.multinomial), where the Gumbel top-k trick needs two logarithms
     of a random number for every item of the catalogue. Each round draws 2K per unfinished row,
-    keeps the new items in order of first appearance, and removes them from the softmax.
+    keeps the new items in order of first appearance, and removes them from the softmax. The
+    log-probabilities reuse the sampling pass's normaliser (no second pass over the catalogue), and
+    a round that draws for every row reads the probabilities in place instead of copying them.
     """
     shape = logits.shape
-    probs = F.threshold(logits - logits.amax(-1, keepdim=True), FLOOR, float("-inf")).exp_().reshape(-1, shape[-1])
+    logits = logits.reshape(-1, shape[-1])
+    top = logits.amax(-1, keepdim=True).clamp(min=torch.finfo(logits.dtype).min)  # as softmax.logsumexp
+    probs = F.threshold(logits - top, FLOOR, float("-inf")).exp_()
+    log_normaliser = probs.sum(-1, keepdim=True).log() + top
     slates = torch.zeros(len(probs), k, dtype=torch.long, device=logits.device)
     filled = torch.zeros(len(probs), dtype=torch.long, device=logits.device)
     earlier = torch.ones(2 * k, 2 * k, dtype=torch.bool, device=logits.device).tril(-1)
     while True:
         rows = torch.nonzero((filled < k) & (probs.sum(-1) > 0)).squeeze(1)
         if not len(rows):
-            return slates.reshape(*shape[:-1], k)
-        draws = torch.multinomial(probs[rows], 2 * k, replacement=True, generator=generator)
+            break
+        draws = torch.multinomial(probs if len(rows) == len(probs) else probs[rows], 2 * k, True, generator=generator)
         new = ~((draws.unsqueeze(2) == draws.unsqueeze(1)) & earlier).any(2)
         position = filled[rows].unsqueeze(1) + new.cumsum(1) - 1
         keep = new & (position < k)
@@ -44,6 +52,8 @@ def sample_slates(logits: torch.Tensor, k: int, generator: torch.Generator | Non
         slates[row_of, position[keep]] = draws[keep]
         probs[row_of, draws[keep]] = 0.0
         filled[rows] += keep.sum(1)
+    log_probs = logits.gather(-1, slates) - log_normaliser
+    return slates.reshape(*shape[:-1], k), log_probs.reshape(*shape[:-1], k)
 
 
 def slate_log_probs(item_log_probs: torch.Tensor) -> torch.Tensor:
