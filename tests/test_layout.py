@@ -16,8 +16,6 @@ LAYERS = [
     {"stages"},
     {"cli", "quiet", "recommend", "__init__"},
 ]
-# known and open (issue 12): MetaDataModule still loads a SequentialRecommender inside a DataModule
-KNOWN = {("meta/datamodule.py", "stages")}
 
 
 def layer(name: str) -> int:
@@ -41,8 +39,7 @@ def test_no_module_imports_a_later_layer():
         for imported in imported_packages(path):
             if layer(imported) > layer(own):
                 upward.add((relative.as_posix(), imported))
-    assert not upward - KNOWN, f"upward imports: {sorted(upward - KNOWN)}"
-    assert not KNOWN - upward, f"fixed, remove from KNOWN: {sorted(KNOWN - upward)}"
+    assert not upward, f"upward imports: {sorted(upward)}"
 
 
 def test_the_layer_check_sees_an_upward_import(tmp_path):

@@ -585,10 +585,7 @@ def test_the_recipes_parse_and_interpolate(capsys, monkeypatch):
             ]
         )
     printed = capsys.readouterr().out
-    assert (
-        "lightning_rec.stages.meta_training.MetaPolicyOptimizer" in printed
-        and "encoder_checkpoint: pre.ckpt" in printed
-    )
+    assert "lightning_rec.stages.meta_training.MetaPolicyOptimizer" in printed and "segment_by: encoder" in printed
     assert "lightning_rec.meta.task_environment.TaskEnvironment" in printed and "cold_start_users: unseen" in printed
     with pytest.raises(SystemExit):  # the policy-gradient add-on, its run folder in every path that names one
         main(
@@ -639,7 +636,7 @@ def meta_cli_args(groups_source, pretrained: str, tmp_path) -> list[str]:
         "--data.test_ks=[1, 3]",
         "--data.val_k=3",
         "--data.num_query=3",
-        f"--data.encoder_checkpoint={pretrained}",
+        "--data.segment_by=encoder",
         "--model=lightning_rec.stages.meta_training.MetaPolicyOptimizer",
         f"--model.checkpoint={pretrained}",
         "--model.head=lightning_rec.meta.UserHead",

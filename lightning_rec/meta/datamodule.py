@@ -19,7 +19,7 @@ from lightning_rec.meta.task_batch import (
     cold_start_tasks,
     segment_tasks,
 )
-from lightning_rec.meta.users import encoder_states, genre_taste
+from lightning_rec.meta.users import genre_taste
 
 
 class FixedTaskDataset(Dataset):
@@ -59,8 +59,9 @@ class OnlineReplayDataset(Dataset):
 class MetaDataModule(SequenceDataModule):
     """Meta-learning tasks over one dataset (all SequenceDataModule arguments apply).
 
-    Users are clustered into `num_segments` segments (k-means of the pretrained encoder's user
-    states, or of genre taste); `held_out_segments` of them are never trained on and make the
+    Users are clustered into `num_segments` segments (k-means of genre taste, or with `segment_by:
+    encoder` of the user states of the policy being meta-trained, which the stage hands over through
+    `segment`: a data module loads no model); `held_out_segments` of them are never trained on and make the
     segment meta-test. The other users are split into meta-train, validation and test users; the
     latter two only ever appear as cold-start tasks (first k events known, the next `num_query` to
     predict); with `cold_start_users: unseen` they are instead the users without any training
@@ -78,7 +79,6 @@ class MetaDataModule(SequenceDataModule):
     def __init__(
         self,
         segment_by: Literal["encoder", "genre"] = "genre",
-        encoder_checkpoint: str | None = None,
         num_segments: int = 8,
         held_out_segments: int = 2,
         val_fraction_users: float = 0.1,
@@ -102,8 +102,6 @@ class MetaDataModule(SequenceDataModule):
     ):
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["source"])
-        if segment_by == "encoder" and encoder_checkpoint is None:
-            raise ValueError("segment_by='encoder' needs encoder_checkpoint (a SequentialRecommender checkpoint)")
         if not 0 <= held_out_segments < num_segments:
             raise ValueError(f"held_out_segments={held_out_segments} must be in [0, num_segments={num_segments})")
         if not (0 < val_fraction_users and 0 < test_fraction_users and val_fraction_users + test_fraction_users < 1):
@@ -119,8 +117,12 @@ class MetaDataModule(SequenceDataModule):
     # -- who is in which part --------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        if self.users is not None:
-            return
+        if self.users is None and self.hparams.segment_by == "genre":
+            self.segment(genre_taste(self.data, self.split.train_end))
+
+    def segment(self, representations: torch.Tensor) -> None:
+        """Cluster the users by `representations` [num_users, D] and deal them into meta-train,
+        validation, test and held-out-segment users."""
         hp, generator = self.hparams, torch.Generator().manual_seed(self.hparams.seed)
         eligible = torch.nonzero(self.split.train_end >= 2).squeeze(1)
         if len(eligible) < hp.num_segments:
@@ -129,7 +131,7 @@ class MetaDataModule(SequenceDataModule):
                 f"need at least num_segments={hp.num_segments}"
             )
         self.assignment = torch.full((self.data.num_users,), -1, dtype=torch.long)
-        self.assignment[eligible] = kmeans(self.user_representations()[eligible], hp.num_segments, seed=hp.seed)[0]
+        self.assignment[eligible] = kmeans(representations[eligible], hp.num_segments, seed=hp.seed)[0]
         order = torch.randperm(hp.num_segments, generator=generator)
         self.held_out, self.train_segments = order[: hp.held_out_segments], order[hp.held_out_segments :]
         in_held_out = torch.isin(self.assignment[eligible], self.held_out)
@@ -147,17 +149,6 @@ class MetaDataModule(SequenceDataModule):
         for part, users in self.users.items():
             if len(users) == 0 and (part != "held_out" or hp.held_out_segments > 0):
                 raise DataError(f"no {part} users: {len(eligible)} eligible users are too few for the requested split")
-
-    def user_representations(self) -> torch.Tensor:
-        if self.hparams.segment_by == "genre":
-            return genre_taste(self.data, self.split.train_end)
-        from lightning_rec.stages.pretraining import SequentialRecommender
-
-        recommender = SequentialRecommender.load_from_checkpoint(
-            self.hparams.encoder_checkpoint, map_location="cpu", weights_only=False
-        )
-        states = encoder_states(recommender, self.data, self.split.train_end, self.segment_window)
-        return torch.nn.functional.normalize(states, dim=1)
 
     # -- loaders ---------------------------------------------------------------------------------
     def train_dataloader(self) -> dict[str, DataLoader]:

@@ -18,6 +18,7 @@ from lightning_rec.meta.inner import InnerLoop, InnerLoss
 from lightning_rec.meta.tables import adaptation_table, plot_curves, publish
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.meta.task_environment import TaskEnvironment
+from lightning_rec.meta.users import encoder_states
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
 from lightning_rec.stages.pretraining import SequentialRecommender, load_recommender
 
@@ -116,6 +117,11 @@ class MetaPolicyOptimizer(L.LightningModule):
         datamodule = self.trainer.datamodule
         if self.policy is None:
             self._start(load_recommender(self.hparams.checkpoint))  # pretraining or fine-tuned policy
+        if datamodule is not None and datamodule.users is None:  # segment_by: encoder, by the start's own user states
+            states = encoder_states(
+                self.policy.recommender, datamodule.data, datamodule.split.train_end, datamodule.segment_window
+            )
+            datamodule.segment(torch.nn.functional.normalize(states, dim=1))
         if not hasattr(self, "plain"):
             self.policy.recommender.build(datamodule.catalog)
             self._build()
