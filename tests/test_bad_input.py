@@ -451,3 +451,60 @@ def test_debug_shows_the_traceback(world, tmp_path, monkeypatch, ask):
         monkeypatch.setenv("LIGHTNING_REC_DEBUG", "1")
     with pytest.raises(DataError, match="file is empty"):
         main(argv)
+
+
+# -- a writer killed mid-write -----------------------------------------------------------------------
+DYING_WRITER = """
+import io, os, signal, sys, torch, safetensors.torch
+from lightning_rec.data.preprocess import PreprocessOptions, load_or_build
+from lightning_rec.data.sources import InteractionFile
+from lightning_rec.encoders.embedding_cache import write_embeddings
+
+def die_after_half(data, path):
+    with open(path, "wb") as out:
+        out.write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def torch_save(obj, path, *args, **kwargs):
+    buffer = io.BytesIO()
+    real_torch_save(obj, buffer)
+    die_after_half(buffer.getvalue(), path)
+
+def save_file(tensors, path, metadata=None):
+    die_after_half(safetensors.torch.save(tensors, metadata=metadata), path)
+
+real_torch_save = torch.save
+if sys.argv[1] == "sequences":
+    torch.save = torch_save
+    load_or_build(InteractionFile(sys.argv[2]), PreprocessOptions(), sys.argv[3])
+else:
+    safetensors.torch.save_file = save_file
+    write_embeddings(sys.argv[3], torch.ones(41, 4).index_fill_(0, torch.tensor([0]), 0), {"texts_sha256": "new"})
+"""
+
+
+def killed_writer(*args: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", DYING_WRITER, *args], capture_output=True, timeout=120)
+    assert done.returncode == -9, done.stderr.decode()
+
+
+def test_a_preprocessing_run_killed_mid_write_leaves_no_cache_and_the_next_run_rebuilds(chain_csv, tmp_path):
+    killed_writer("sequences", chain_csv, str(tmp_path))
+    assert not list(tmp_path.glob("sequences-*.pt"))  # only the hidden, half-written temporary
+    assert [p.stat().st_size > 0 for p in tmp_path.glob(".sequences-*.tmp")] == [True]
+    rebuilt = load_or_build(InteractionFile(chain_csv), PreprocessOptions(), str(tmp_path))
+    (cache,) = tmp_path.glob("sequences-*.pt")
+    assert torch.equal(torch.load(cache, weights_only=False)["items"], rebuilt.items)
+
+
+def test_an_embedding_cache_rewrite_killed_mid_write_leaves_the_old_cache_intact(tmp_path):
+    from lightning_rec.encoders.embedding_cache import read_embeddings
+
+    path = embedding_cache(tmp_path, rows=41, texts="old")
+    old = read_embeddings(path)
+    killed_writer("embeddings", "-", str(path))
+    table, metadata = read_embeddings(path)  # the old file, whole: never the half-written new one
+    assert torch.equal(table, old[0]) and metadata == old[1] == {"template": "{title}", "texts_sha256": "old"}
