@@ -1,6 +1,6 @@
 """Throughput of PPO fine-tuning: rollout + update together, in simulated user-turns per second.
 
-    python benchmarks/rl.py -c configs/data/amazon-sports.yaml -c configs/sports/ppo.yaml \
+    python benchmarks/rl.py -c configs/sports/data.yaml -c configs/sports/ppo.yaml \
         -c configs/sports/behaviour.yaml --threads 2 \
         --model.init_args.pretrained outputs/sports/sasrec/checkpoints/best.ckpt \
         --model.init_args.simulator outputs/sports/simulator/checkpoints/best.ckpt

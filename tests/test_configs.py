@@ -69,14 +69,19 @@ def named_files(words: list[str]) -> set[Path]:
     return found
 
 
+def resolved(command: list[str], monkeypatch, capsys) -> dict:
+    """The configuration a header command runs (--print_config), read back."""
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--print_config"])
+    assert stop.value.code in (0, None), capsys.readouterr().err[-2000:]
+    return yaml.safe_load(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS), ids=lambda command: command.replace("configs/", "")[:80])
 def test_each_recipe_parses_through_its_own_command(command, monkeypatch, capsys):
-    monkeypatch.chdir(ROOT)
     words = COMMANDS[command]
-    with pytest.raises(SystemExit) as stop:
-        main([*words, "--print_config"])
-    assert stop.value.code in (0, None), capsys.readouterr().err[-2000:]
-    config = yaml.safe_load(capsys.readouterr().out)
+    config = resolved(words, monkeypatch, capsys)
     assert config["model"]["class_path"] and config["data"]["class_path"]
     for path in named_files(words):
         assert path.is_file(), f"{command}: {path} does not exist"
@@ -86,3 +91,14 @@ def test_every_config_file_is_read_by_some_command():
     read = set().union(*(named_files(words) for words in COMMANDS.values()))
     unread = sorted(str(path.relative_to(ROOT)) for path in CONFIGS.rglob("*.yaml") if path.resolve() not in read)
     assert not unread, f"no header command or recipe reads {unread}: give each file a command or include it"
+
+
+def test_sports_ppo_and_evaluation_play_the_nx0_user_fixed_before_training(monkeypatch, capsys):
+    for recipe in ("ppo", "evaluation"):
+        (command,) = header_commands(CONFIGS / "sports" / f"{recipe}.yaml")
+        config = resolved(command, monkeypatch, capsys)
+        behaviour = config["model"]["init_args"]["behaviour"]["init_args"]
+        assert behaviour["mode"] == "NX_0" and behaviour["max_steps"] == 30
+        assert (behaviour["quit"]["window"], behaviour["quit"]["threshold"]) == (4, 0)
+        assert config["data"]["init_args"]["category"]["column"] == "attributes"
+        assert config["data"]["init_args"]["source"]["init_args"]["path"].startswith("../shared/data/amazon-sports/")
