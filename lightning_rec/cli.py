@@ -15,7 +15,11 @@ from lightning_rec.data.datamodule import SequenceDataModule
 from lightning_rec.data.errors import DataError
 from lightning_rec.divergence import NonFiniteTraining, StopOnNonFinite
 from lightning_rec.memory import keep_freed_memory
-from lightning_rec.quiet import quiet_other_libraries, silence_wandb_when_offline_by_default
+from lightning_rec.quiet import (
+    drop_deprecated_wandb_setting,
+    quiet_other_libraries,
+    silence_wandb_when_offline_by_default,
+)
 
 DEBUG_FLAG, DEBUG_VARIABLE = "--debug", "LIGHTNING_REC_DEBUG"
 # what a user can fix (their data, caches, checkpoints, learning rate): one line, no traceback
@@ -62,6 +66,12 @@ class RecommenderCLI(LightningCLI):
         if path and path not in SPECIAL_CKPT_PATHS and "://" not in str(path):
             read_checkpoint(path, mmap=True)
         super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        for logger in trainer.loggers:
+            drop_deprecated_wandb_setting(logger)
+        return trainer
 
     def before_test(self) -> None:
         """A stage that prints its own results table (`prints_test_table`) does not get Lightning's

@@ -18,6 +18,8 @@ HARMLESS_WARNINGS = (
     # testing or predicting a checkpoint from another run's folder: only its best path is kept, as intended
     r"The dirpath has changed from",
     # small demo epochs: fewer batches than the logging interval
+    # the encode stage with an up-to-date cache: nothing to predict, by design
+    r"Total length of `DataLoader` across ranks is zero",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 HARMLESS_LOG_LINES = (
@@ -50,3 +52,11 @@ def silence_wandb_when_offline_by_default() -> None:
     banners (version, offline notice, `wandb leet`, deprecated `anonymous` setting, sync hint) say
     nothing the docs do not: runs are under the logger's save_dir/wandb, `wandb sync` uploads them."""
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def drop_deprecated_wandb_setting(logger) -> None:
+    """Lightning's WandbLogger passes `anonymous=None` to `wandb.init`, which wandb (0.2x) warns is
+    deprecated whatever its value; None is wandb's own default, so leaving it out changes nothing."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
