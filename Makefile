@@ -13,6 +13,8 @@ OUT := outputs/demo
 DEMO_EPOCHS ?= 5
 DEMO_SIM_EPOCHS ?= 3
 DEMO_PPO_EPOCHS ?= 1
+# Windows per PPO update: 9 smaller updates in the demo's one epoch instead of the recipe's 3 (docs/rl.md).
+DEMO_PPO_WINDOWS ?= 256
 DEMO_META_STEPS ?= 20
 DATA := configs/data/ml-latest-small.yaml
 HYBRID := configs/hybrid-sasrec-ml-latest-small.yaml
@@ -46,6 +48,7 @@ demo: setup
 	$(CLI) recommend -c $(HYBRID) --ckpt_path $(PRETRAINED) --user 1
 	$(CLI) fit -c configs/simulator-ml-latest-small.yaml --trainer.default_root_dir $(OUT)/simulator --trainer.max_epochs $(DEMO_SIM_EPOCHS)
 	$(CLI) fit -c configs/ppo-ml-latest-small.yaml -c $(SESSION) --trainer.default_root_dir $(OUT)/ppo --trainer.max_epochs $(DEMO_PPO_EPOCHS) \
+	    --model.init_args.windows_per_batch $(DEMO_PPO_WINDOWS) \
 	    --model.init_args.pretrained $(PRETRAINED) --model.init_args.simulator $(SIMULATOR)
 	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml -c $(SESSION) --trainer.default_root_dir $(OUT)/rl-evaluation \
 	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) --model.init_args.episodes_per_user 4 \
