@@ -98,10 +98,7 @@ class PolicyEvaluation(L.LightningModule):
         session = agreed_session(hp.policies or {}, self.given_session)
         self.behaviour = session["behaviour"] if session["behaviour"] is not None else UserBehaviour()
         self.slate_size, self.context_len = session["slate_size"], session["context_len"]
-        print(
-            f"Evaluating with slates of {self.slate_size}, a context of {self.context_len} events and "
-            f"behaviour {vars(self.behaviour)}"
-        )
+        print(f"Evaluating {describe(self.behaviour)}, slates of {self.slate_size}, context {self.context_len} events")
         self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
         datamodule = self.trainer.datamodule
         self.popularity = datamodule.train_item_counts()
