@@ -11,7 +11,7 @@ from lightning_rec.data.datasets import training_windows
 from lightning_rec.data.errors import DataError
 from lightning_rec.data.preprocess import PreprocessOptions, build_sequences, load_or_build
 from lightning_rec.data.sources import RawData
-from lightning_rec.data.splits import leave_one_out, temporal_split
+from lightning_rec.data.splits import leave_one_out, temporal_split, training_sequences
 
 
 def raw(rows, name="t") -> RawData:
@@ -50,7 +50,8 @@ def test_windows_make_every_training_event_but_the_first_a_target_once(chain_sou
     data = build_sequences(chain_source.load(), PreprocessOptions())
     split = leave_one_out(data)
     for max_len in (3, 7, 50):
-        windows = training_windows(data, split.train_end, max_len)["items"]
+        no_cold = torch.zeros(data.num_items + 1, dtype=torch.bool)
+        windows = training_windows(training_sequences(data, split.train_end, no_cold), max_len)["items"]
         targets = windows[:, 1:][(windows[:, :-1] != 0) & (windows[:, 1:] != 0)]
         expected = torch.cat([data.user_history(u)[1 : split.train_end[u]] for u in range(data.num_users)])
         assert sorted(targets.tolist()) == sorted(expected.tolist())

@@ -100,8 +100,7 @@ class SequenceDataModule(L.LightningDataModule):
             raise DataError("no user can be evaluated: leave-one-out needs users with at least 3 interactions")
 
     def train_dataloader(self) -> DataLoader:
-        data, train_end, positions = self.training_sequences()
-        windows = training_windows(data, train_end, self.hparams.max_len, positions)
+        windows = training_windows(self.training_sequences(), self.hparams.max_len)
         return self._loader(WindowDataset(windows), self._train_batch_size(), shuffle=True)
 
     def _train_batch_size(self) -> int:

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_rec.data.preprocess import SequenceData
+from lightning_rec.data.splits import TrainingSequences
 
 
 def gather_windows(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, length: int) -> torch.Tensor:
@@ -28,18 +29,15 @@ def window_ends(train_end: torch.Tensor, max_len: int) -> tuple[torch.Tensor, to
     return user, train_end[user] - k * max_len
 
 
-def training_windows(
-    data: SequenceData, train_end: torch.Tensor, max_len: int, positions: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """The windows of `window_ends`: "items" LongTensor[num_windows, max_len + 1] (left-padded with
-    0), each window's "user", each event's "position" in its user's full sequence (`positions`, one
-    per event of `data`; by default its position in `data`; -1 on padding) and, when the data has
-    ratings, each event's "ratings" (0 on padding)."""
+def training_windows(sequences: TrainingSequences, max_len: int) -> dict[str, torch.Tensor]:
+    """The windows of `window_ends` over the `sequences` training sees: "items"
+    LongTensor[num_windows, max_len + 1] (left-padded with 0), each window's "user", each event's
+    "position" in its user's full sequence (-1 on padding) and, when the data has ratings, each
+    event's "ratings" (0 on padding)."""
+    data, train_end, positions = sequences
     user, end = window_ends(train_end, max_len)
     starts = data.offsets[user]
     ends = starts + end
-    if positions is None:
-        positions = torch.arange(len(data.items)) - torch.repeat_interleave(data.offsets[:-1], data.lengths)
     windows = {
         "user": user,
         "items": gather_windows(data.items, starts, ends, max_len + 1),
