@@ -528,12 +528,13 @@ def test_the_field_units_and_curves_of_hand_made_episodes():
 
 def test_evaluation_plays_the_session_its_policies_were_trained_under(tmp_path):
     from lightning_rec.rl import UserBehaviour
+    from lightning_rec.stages.fine_tuning import trained_session
     from lightning_rec.stages.policy_evaluation import agreed_session
 
-    def policy(name: str, **session) -> str:
+    def policy(name: str, **session) -> dict | None:
         path = tmp_path / f"{name}.ckpt"
         torch.save({"state_dict": {}, "session": session}, path)
-        return str(path)
+        return trained_session(str(path))
 
     short, long = UserBehaviour(max_steps=3), UserBehaviour(max_steps=9)
     a = policy("a", behaviour=short, slate_size=4, context_len=8)

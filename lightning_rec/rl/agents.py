@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from lightning_rec.rl.episode_states import EpisodeStates, check_positions, episode_layout
+from lightning_rec.rl.session_head import CategoryRecency, head_categories
 from lightning_rec.rl.simulator import SimulatorState
 
 
@@ -60,13 +61,22 @@ class PopularityAgent(SlateAgent):
 class RecommenderAgent(SlateAgent):
     """A SequentialRecommender's next-item scores from its state after the user's last
     `context_len` logged items and the clicks so far (see rl/episode_states), divided by `temperature`
-    (the softmax a sampled slate is drawn from; top-K slates do not depend on it). Keeps the row,
-    each step's state slot and each step's state, which the policy updates read back."""
+    (the softmax a sampled slate is drawn from; top-K slates do not depend on it), plus a fine-tuned
+    policy's session `head` (rl/session_head) over the episode's clicks, with the items' `categories`.
+    Keeps the row, each step's state slot and each step's state, which the policy updates read back."""
 
-    def __init__(self, recommender, context_len: int, max_steps: int, temperature: float = 1.0):
+    def __init__(
+        self,
+        recommender,
+        context_len: int,
+        max_steps: int,
+        temperature: float = 1.0,
+        head: CategoryRecency | None = None,
+        categories: torch.Tensor | None = None,
+    ):
         check_positions(recommender, context_len, max_steps)
         self.recommender, self.context_len, self.max_steps = recommender, context_len, max_steps
-        self.temperature = temperature
+        self.temperature, self.head, self.categories = temperature, head, head_categories(head, categories)
 
     def start(self, state: SimulatorState) -> None:
         super().start(state)
@@ -79,7 +89,12 @@ class RecommenderAgent(SlateAgent):
     def scores(self) -> torch.Tensor:
         self.slots.append(self.states.slot.clone())
         self.hidden.append(self.states.hidden.clone())
-        return (self.states.hidden / self.temperature) @ self.states.items.T
+        scores = (self.states.hidden / self.temperature) @ self.states.items.T
+        if self.head is None:
+            return scores
+        clicks = self.states.sequence[:, self.context_len :]  # the episode's clicks so far, in order
+        count = self.states.slot - self.context_len + 1
+        return scores + self.head.bias(clicks, count, self.categories.to(clicks.device))
 
     def observe(self, clicked: torch.Tensor) -> None:
         self.states.append(clicked.to(self.states.sequence.device))

@@ -14,6 +14,7 @@ from lightning_rec.rl.behaviour import UserBehaviour
 from lightning_rec.rl.environments import Environment, stage_environment
 from lightning_rec.rl.episode_states import check_positions, states_at_slots
 from lightning_rec.rl.rollout import Episodes, rollout
+from lightning_rec.rl.session_head import CategoryRecency, head_categories
 from lightning_rec.stages.pretraining import (
     RECOMMENDER_KEY,
     SequentialRecommender,
@@ -55,8 +56,14 @@ class PolicyFineTuner(L.LightningModule):
     Each update plays the users of `windows_per_batch` training windows (the data module's batch size
     unless given) that belong to the training environment.
 
+    A `session_head` (rl/session_head.CategoryRecency) adds learned weights over the categories of
+    the episode's recent clicks to the sampling logits (it needs the data module's `category`), at
+    its own learning rate; it is the policy's, not the recommender's, so the KL anchor compares the
+    two recommenders under the same head and the offline ranking does not see it.
+
     The checkpoint carries the fine-tuned recommender whole: `load_recommender` reads it back
-    without this stage (and without the `pretrained` checkpoint).
+    without this stage (and without the `pretrained` checkpoint); the session it was trained under,
+    head included, is `trained_session`'s.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class PolicyFineTuner(L.LightningModule):
         eval_ks: list[int] = [10, 20],
         environment: Environment | None = None,
         windows_per_batch: int | None = None,
+        session_head: CategoryRecency | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -91,7 +99,7 @@ class PolicyFineTuner(L.LightningModule):
                 f"supervised_coef must be >= 0 and supervised_windows >= 1, "
                 f"got {supervised_coef} and {supervised_windows}"
             )
-        self.algorithm = algorithm
+        self.algorithm, self.session_head = algorithm, session_head
         self.recommender: SequentialRecommender | None = None  # the `pretrained` policy, loaded in setup
         self.generator: torch.Generator | None = None
 
@@ -117,6 +125,7 @@ class PolicyFineTuner(L.LightningModule):
             "behaviour": self.behaviour,
             "slate_size": self.hparams.slate_size,
             "context_len": self.hparams.context_len,
+            "head": self.session_head,
         }
 
     # -- the simulator -------------------------------------------------------------------------------
@@ -126,6 +135,7 @@ class PolicyFineTuner(L.LightningModule):
             "train", datamodule, self.behaviour, self.hparams.seed, self.device
         )
         self.generator = torch.Generator(self.device).manual_seed(self.hparams.seed)
+        self.categories = head_categories(self.session_head, datamodule.catalog.categories)
         ratings = datamodule.data.ratings
         self.rating_range = (
             None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
@@ -142,7 +152,12 @@ class PolicyFineTuner(L.LightningModule):
         if not keep.any():
             raise ValueError("the batch holds no window of the training simulator's users; raise windows_per_batch")
         agent = RecommenderAgent(
-            self.recommender, self.hparams.context_len, self.behaviour.max_steps, self.hparams.temperature
+            self.recommender,
+            self.hparams.context_len,
+            self.behaviour.max_steps,
+            self.hparams.temperature,
+            self.session_head,
+            self.categories,
         )
         episodes = rollout(
             self.train_simulator,
@@ -176,13 +191,26 @@ class PolicyFineTuner(L.LightningModule):
     def episode_logits(
         self, episodes: Episodes, rows: torch.Tensor, recommender: SequentialRecommender | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(states [b, T, D], scores / temperature [b, T, N + 1] with the items masked during the
-        episode at -inf: the logits of the slates' softmax) for users `rows`, under this policy or
-        another `recommender`."""
+        """(states [b, T, D], scores / temperature [b, T, N + 1] plus the session head's bias, with
+        the items masked during the episode at -inf: the logits of the slates' softmax) for users
+        `rows`, under this policy or another `recommender` (with this policy's head)."""
         recommender = self.recommender if recommender is None else recommender
         hidden = self.episode_states(episodes, rows, recommender)
         logits = (hidden / self.hparams.temperature) @ recommender.item_encoder().T
+        if self.session_head is not None:
+            logits = logits + self._session_bias(episodes, rows)
         return hidden, logits.masked_fill_(episodes.blocked(rows), float("-inf"))
+
+    def _session_bias(self, episodes: Episodes, rows: torch.Tensor) -> torch.Tensor:
+        """[b, T, N + 1]: the head's bias at each step, from the clicks before it (as the rollout's agent saw them)."""
+        context_len = self.hparams.context_len
+        clicks = episodes.sequence[rows, context_len:]
+        count = episodes.slots[rows] - context_len + 1  # [b, T]: clicks before each step
+        steps = count.shape[1]
+        bias = self.session_head.bias(
+            clicks.repeat_interleave(steps, 0), count.reshape(-1), self.categories.to(clicks.device)
+        )
+        return bias.view(len(rows), steps, -1)
 
     def logged_rewards(self, batch: dict) -> torch.Tensor:
         """[B, L]: the reward of each logged target (the behaviour's satisfaction of its rating)."""
@@ -237,6 +265,7 @@ class PolicyFineTuner(L.LightningModule):
     def configure_optimizers(self):
         policy = [p for p in self.recommender.parameters() if p.requires_grad]
         heads = [p for p in self.algorithm.parameters() if p.requires_grad]
-        return torch.optim.Adam(
-            [{"params": policy, "lr": self.hparams.lr}, {"params": heads, "lr": self.hparams.head_lr}]
-        )
+        groups = [{"params": policy, "lr": self.hparams.lr}, {"params": heads, "lr": self.hparams.head_lr}]
+        if self.session_head is not None:
+            groups.append({"params": list(self.session_head.parameters()), "lr": self.session_head.lr})
+        return torch.optim.Adam(groups)

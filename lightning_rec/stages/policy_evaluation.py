@@ -36,10 +36,9 @@ from lightning_rec.stages.fine_tuning import SESSION_DEFAULTS, trained_session
 from lightning_rec.stages.pretraining import load_recommender
 
 
-def agreed_session(policies: dict[str, str], given: dict) -> dict:
+def agreed_session(trained: dict[str, dict | None], given: dict) -> dict:
     """The behaviour, slate size and context length to evaluate under: each as `given` when not None,
-    else as the fine-tuned `policies` (name: checkpoint) were trained, else SESSION_DEFAULTS."""
-    trained = {name: trained_session(path) for name, path in policies.items()}
+    else as the fine-tuned policies were `trained` (name: their `trained_session`), else SESSION_DEFAULTS."""
     trained = {name: session for name, session in trained.items() if session is not None}
     settings = {}
     for key, default in SESSION_DEFAULTS.items():
@@ -95,7 +94,9 @@ class PolicyEvaluation(L.LightningModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         paths = {"supervised": hp.supervised, **(hp.policies or {})}
-        session = agreed_session(hp.policies or {}, self.given_session)
+        trained = {name: trained_session(path) for name, path in (hp.policies or {}).items()}
+        session = agreed_session(trained, self.given_session)
+        self.heads = {name: session.get("head") for name, session in trained.items() if session is not None}
         self.behaviour = session["behaviour"] if session["behaviour"] is not None else UserBehaviour()
         self.slate_size, self.context_len = session["slate_size"], session["context_len"]
         print(f"Evaluating {describe(self.behaviour)}, slates of {self.slate_size}, context {self.context_len} events")
@@ -195,7 +196,10 @@ class PolicyEvaluation(L.LightningModule):
         num_items = self.trainer.datamodule.data.num_items
 
         def greedy(name: str) -> RecommenderAgent:
-            return RecommenderAgent(self.recommenders[name], self.context_len, behaviour.max_steps)
+            head = self.heads.get(name)
+            return RecommenderAgent(
+                self.recommenders[name], self.context_len, behaviour.max_steps, head=head, categories=categories
+            )
 
         agents: dict[str, tuple[SlateAgent, str]] = {
             "random": (RandomAgent(num_items, hp.seed), ""),
@@ -219,7 +223,13 @@ class PolicyEvaluation(L.LightningModule):
             )
             agents["category-spread"] = (candidates[penalty], f"penalty={penalty:g} (tuned in train)")
             logs[f"test/{behaviour.mode}/category-spread/penalty"] = float(penalty)
-        agents.update({name: (greedy(name), "") for name in self.recommenders if name != "supervised"})
+        agents.update(
+            {
+                name: (greedy(name), self.heads[name].describe() if self.heads.get(name) is not None else "")
+                for name in self.recommenders
+                if name != "supervised"
+            }
+        )
         if behaviour.quit is not None:
             rule = behaviour.quit
             oracle = QuitOracle(rule.window, rule.threshold, rule.over).wrap(greedy("supervised"), categories)
