@@ -365,6 +365,54 @@ def test_ppo_update_in_chunks_of_users_gives_the_whole_minibatchs_gradients(worl
     assert logs["kl"] >= 0 and 0 <= logs["clipped_share"] <= 1
 
 
+def test_session_head_steers_the_sampled_slates_exactly_as_the_updates_recompute_them(world):
+    from lightning_rec.data import SequenceDataModule
+    from lightning_rec.data.sources import InteractionFile
+    from lightning_rec.rl import PPO, UserBehaviour
+    from lightning_rec.rl.session_head import CategoryRecency
+    from lightning_rec.rl.simulator_artifact import load_simulators
+    from lightning_rec.softmax import log_probs_at
+    from lightning_rec.stages.fine_tuning import PolicyFineTuner
+
+    _, data, pretrained, simulator = world
+    dm = SequenceDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm.setup()
+    behaviour = UserBehaviour(max_steps=4, initial_patience=4.0)
+    head = CategoryRecency(windows=[1, 2])
+    tuner = PolicyFineTuner(pretrained, simulator, PPO(), behaviour, slate_size=4, context_len=8, session_head=head)
+    tuner.setup("fit")
+    tuner.train_simulator = load_simulators(simulator, dm.data, dm.split.train_end, behaviour)["train"]
+    tuner.generator = torch.Generator().manual_seed(0)
+    tuner.categories = torch.arange(NUM_ITEMS + 1) % 4 + 1
+    tuner.eval()
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        plain, _ = tuner.play(batch)
+        head.weights.copy_(torch.tensor([-30.0, -30.0]))  # never the category of the last two clicks
+        tuner.generator = torch.Generator().manual_seed(0)
+        steered, _ = tuner.play(batch)
+        rows = torch.arange(len(steered.valid))
+        logits = tuner.episode_logits(steered, rows)[1]
+    valid = steered.valid.unsqueeze(-1) & (steered.slates != 0)
+    recomputed = log_probs_at(logits, steered.slates)
+    torch.testing.assert_close(recomputed[valid], steered.log_probs[valid], atol=1e-4, rtol=1e-4)
+
+    def repeats(episodes) -> float:
+        """Share of live slates that show a category of the user's last two clicks (by hand)."""
+        hits, live = 0, 0
+        for user in range(len(episodes.valid)):
+            clicked = []
+            for step in torch.nonzero(episodes.valid[user]).squeeze(1).tolist():
+                recent = {int(tuner.categories[item]) for item in clicked[-2:]}
+                hits += any(int(tuner.categories[item]) in recent for item in episodes.slates[user, step])
+                live += 1
+                if episodes.clicked[user, step]:
+                    clicked.append(int(episodes.clicked[user, step]))
+        return hits / live
+
+    assert repeats(plain) > 0.3 and repeats(steered) == 0.0
+
+
 def logged_loss(world, checkpoint: str) -> float:
     """The pretraining loss of a checkpoint's recommender on all logged training windows."""
     from lightning_rec.data import SequenceDataModule

@@ -8,10 +8,12 @@ from lightning_rec.rl.ppo import PPO
 from lightning_rec.rl.reinforce import OffPolicyReinforce, Reinforce
 from lightning_rec.rl.response_model import ResponseModel
 from lightning_rec.rl.rollout import Episodes, rollout
+from lightning_rec.rl.session_head import CategoryRecency
 from lightning_rec.rl.simulator import SimulatorState, UserSimulator
 
 __all__ = [
     "PPO",
+    "CategoryRecency",
     "Episodes",
     "OffPolicyReinforce",
     "PolicyAlgorithm",

@@ -102,6 +102,7 @@ class PolicyFineTuner(L.LightningModule):
         self.algorithm, self.session_head = algorithm, session_head
         self.recommender: SequentialRecommender | None = None  # the `pretrained` policy, loaded in setup
         self.generator: torch.Generator | None = None
+        self.categories: torch.Tensor | None = None  # the items' categories, for the session head (on_fit_start)
 
     # -- the policy ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
