@@ -122,10 +122,11 @@ class CategorySpread(Reranker):
 
     def select(self, logits: torch.Tensor, k: int) -> torch.Tensor:
         categories = self._categories(logits.device)
-        counts = category_counts(self.clicked.to(logits.device), int(categories.max()))
-        available, slate = logits.clone(), []
-        for _ in range(k):
-            pick = (available - self.penalty * counts[:, categories]).argmax(1)
+        counts = category_counts(self.clicked.to(logits.device), int(categories.max())).to(logits.dtype)
+        available, penalised, slate = logits.clone(), torch.empty_like(logits), []
+        for _ in range(k):  # in place: two passes over the [B, N + 1] scores per position
+            torch.index_select(counts, 1, categories, out=penalised)
+            pick = penalised.mul_(-self.penalty).add_(available).argmax(1)
             slate.append(pick)
             available.scatter_(1, pick.unsqueeze(1), float("-inf"))
             counts += category_counts(categories[pick].unsqueeze(1), counts.shape[1] - 1)

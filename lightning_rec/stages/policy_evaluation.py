@@ -64,6 +64,9 @@ class PolicyEvaluation(L.LightningModule):
     (default: the behaviour's own) replays the same user under other session protocols
     (`UserBehaviour.in_mode`). `epsilon` is epsilon-greedy's; category spreading takes the penalty
     of `spread_penalties` that earns most in the "train" role (needs the data module's `category`).
+    `max_users` plays a fixed random sample of that many users of each role instead of all of them
+    (a large dataset's 17,000 simulated users x 30 turns x a dozen policies take hours on a CPU; a
+    few thousand give paired SEs of a few %).
     """
 
     prints_test_table = True  # the evaluation table: the CLI skips Lightning's copy
@@ -84,9 +87,12 @@ class PolicyEvaluation(L.LightningModule):
         ks: list[int] = [10],
         output_dir: str = "outputs/rl-evaluation",
         environment: Environment | None = None,
+        max_users: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if max_users is not None and max_users < 1:
+            raise ValueError(f"PolicyEvaluation.max_users must be at least 1 (or null: every user), got {max_users}")
         self.environment = stage_environment(environment, simulator)
         self.given_session = {"behaviour": behaviour, "slate_size": slate_size, "context_len": context_len}
         self.recommenders: torch.nn.ModuleDict | None = None  # loaded in setup
@@ -150,7 +156,7 @@ class PolicyEvaluation(L.LightningModule):
             environments = self.environments(behaviour)
             agents = self._agents(behaviour, environments["train"], logs)
             simulator = environments["eval"]
-            users = simulator.users.repeat(hp.episodes_per_user)
+            users = self._played(simulator).repeat(hp.episodes_per_user)
             block, returns, curves[mode] = [], {}, {}
             for name, (agent, setting) in agents.items():
                 simulator.seed(hp.seed)  # the same random clicks for every policy
@@ -169,7 +175,7 @@ class PolicyEvaluation(L.LightningModule):
             for row in block:
                 row.update(self._versus_supervised(row["policy"], returns, ranks))
             print(
-                f"\n{describe(behaviour)}: eval environment, {len(simulator.users)} users x {hp.episodes_per_user} "
+                f"\n{describe(behaviour)}: eval environment, {len(users) // hp.episodes_per_user} users x {hp.episodes_per_user} "
                 f"episodes\n{pd.DataFrame(block).drop(columns='mode').to_string(index=False)}"
             )
             rows += block
@@ -214,11 +220,11 @@ class PolicyEvaluation(L.LightningModule):
             candidates = {
                 value: CategorySpread(value).wrap(greedy("supervised"), categories) for value in hp.spread_penalties
             }
-            users = train.users.repeat(hp.episodes_per_user)
+            users = self._played(train).repeat(hp.episodes_per_user)
             penalty, returns = tune(candidates, train, users, self.slate_size, hp.seed)
             tried = ", ".join(f"{value:g}: {value_return:.4g}" for value, value_return in returns.items())
             print(
-                f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(train.users)} users "
+                f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(users) // hp.episodes_per_user} users "
                 f"x {hp.episodes_per_user}), R_tra by penalty {tried}; chosen {penalty:g}"
             )
             agents["category-spread"] = (candidates[penalty], f"penalty={penalty:g} (tuned in train)")
@@ -235,6 +241,14 @@ class PolicyEvaluation(L.LightningModule):
             oracle = QuitOracle(rule.window, rule.threshold, rule.over).wrap(greedy("supervised"), categories)
             agents["quit-oracle"] = (oracle, f"told N={rule.window} M={rule.threshold}")
         return agents
+
+    def _played(self, simulator: UserSimulator) -> torch.Tensor:
+        """The users of `simulator` that play: all, or a fixed random `max_users` of them."""
+        users, most = simulator.users, self.hparams.max_users
+        if most is None or most >= len(users):
+            return users
+        order = torch.randperm(len(users), generator=torch.Generator().manual_seed(self.hparams.seed))
+        return users[order[:most].sort().values.to(users.device)]
 
     def _versus_supervised(
         self, name: str, returns: dict[str, torch.Tensor], ranks: dict[str, torch.Tensor]
