@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -411,6 +412,54 @@ def test_session_head_steers_the_sampled_slates_exactly_as_the_updates_recompute
         return hits / live
 
     assert repeats(plain) > 0.3 and repeats(steered) == 0.0
+
+
+def test_ppo_learns_the_session_head_from_reward_where_users_quit_on_repeated_categories(world):
+    """Under a quit rule (leave after clicking a category among the last 2 clicks) that nobody tells
+    the policy, PPO drives the head's weights on the recent windows negative, and they earn more."""
+    from lightning_rec.cli import main
+    from lightning_rec.data import SequenceDataModule
+    from lightning_rec.data.sources import InteractionFile
+    from lightning_rec.rl import QuitRule, UserBehaviour
+    from lightning_rec.rl.agents import RecommenderAgent
+    from lightning_rec.rl.rollout import rollout
+    from lightning_rec.rl.simulator_artifact import load_simulators
+    from lightning_rec.stages.fine_tuning import trained_session
+    from lightning_rec.stages.pretraining import load_recommender
+
+    root, data, pretrained, simulator = world
+    out = root / "ppo-head"
+    out.mkdir()
+    quit_rule = "{class_path: lightning_rec.rl.UserBehaviour, init_args: {mode: NX_0, max_steps: 4, quit: {window: 2}}}"
+    model = FINE_TUNER.format(
+        pretrained=pretrained, simulator=simulator, algorithm=ppo("click"), lr=0.0, supervised_coef=0.0
+    )  # lr 0: the recommender stays as pretrained, only the heads learn
+    model = re.sub(r"    behaviour: .*", f"    behaviour: {quit_rule}", model)
+    head = "{class_path: lightning_rec.rl.CategoryRecency, init_args: {windows: [1, 2, 4], lr: 0.1}}"
+    model += f"\n    session_head: {head}"
+    config = out / "config.yaml"
+    recipe = PRETRAIN.format(data=data, model=model, epochs=10, out=out, batch_size=512)
+    config.write_text(with_categories(recipe, data))
+    main(["fit", "-c", str(config)])
+    session = trained_session(str(out / "last.ckpt"))
+    weights = session["head"].weights.detach()
+    dm = SequenceDataModule(InteractionFile(data, rating_col="rating"), max_len=12, cache_dir=None)
+    dm.setup()
+    categories = torch.arange(NUM_ITEMS + 1) % 4 + 1
+    categories[0] = 0
+    behaviour = UserBehaviour(mode="NX_0", max_steps=4, quit=QuitRule(window=2))
+    env = load_simulators(simulator, dm.data, dm.split.train_end, behaviour, seed=1, categories=categories)["eval"]
+    recommender = load_recommender(pretrained).eval()
+
+    def greedy(head) -> float:
+        env.seed(0)
+        agent = RecommenderAgent(recommender, 8, 4, head=head, categories=categories)
+        return float(rollout(env, agent, env.users.repeat(4), slate_size=4).rewards.sum(1).mean())
+
+    learned, before = greedy(session["head"]), greedy(None)
+    print(f"head weights {weights.tolist()}; greedy return in the eval environment {before:.3f} -> {learned:.3f}")
+    assert (weights[:2] < -0.3).all()
+    assert learned > 1.3 * before
 
 
 def logged_loss(world, checkpoint: str) -> float:

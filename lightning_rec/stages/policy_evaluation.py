@@ -174,8 +174,9 @@ class PolicyEvaluation(L.LightningModule):
                 returns[name] = episodes.rewards.sum(1).cpu()
             for row in block:
                 row.update(self._versus_supervised(row["policy"], returns, ranks))
+            played = len(users) // hp.episodes_per_user
             print(
-                f"\n{describe(behaviour)}: eval environment, {len(users) // hp.episodes_per_user} users x {hp.episodes_per_user} "
+                f"\n{describe(behaviour)}: eval environment, {played} users x {hp.episodes_per_user} "
                 f"episodes\n{pd.DataFrame(block).drop(columns='mode').to_string(index=False)}"
             )
             rows += block
@@ -220,11 +221,12 @@ class PolicyEvaluation(L.LightningModule):
             candidates = {
                 value: CategorySpread(value).wrap(greedy("supervised"), categories) for value in hp.spread_penalties
             }
-            users = self._played(train).repeat(hp.episodes_per_user)
+            played = self._played(train)
+            users = played.repeat(hp.episodes_per_user)
             penalty, returns = tune(candidates, train, users, self.slate_size, hp.seed)
             tried = ", ".join(f"{value:g}: {value_return:.4g}" for value, value_return in returns.items())
             print(
-                f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(users) // hp.episodes_per_user} users "
+                f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(played)} users "
                 f"x {hp.episodes_per_user}), R_tra by penalty {tried}; chosen {penalty:g}"
             )
             agents["category-spread"] = (candidates[penalty], f"penalty={penalty:g} (tuned in train)")
