@@ -1,4 +1,4 @@
-"""`lightning-rec`: the LightningCLI entry point (fit / validate / test / predict) plus `recommend`."""
+"""`lightning-rec`: the LightningCLI entry point (fit / validate / test / predict) plus `recommend` and `serve`."""
 
 from __future__ import annotations
 
@@ -117,6 +117,11 @@ def run(argv: list[str], args: list[str] | None) -> None:
         from lightning_rec.recommend import recommend_main
 
         recommend_main(argv[1:])
+        return
+    if argv[:1] == ["serve"]:
+        from lightning_rec.serving.app import serve_main
+
+        serve_main(argv[1:])
         return
     RecommenderCLI(args=args)
 

@@ -65,26 +65,31 @@ class RecommendationWriter(BasePredictionWriter):
                 frame.to_parquet(tmp, index=False)
 
 
+def load_trained(ckpt_path: str, config_args: list[str]):
+    """(data, model) of the training YAML `config_args` (`-c CONFIG ...`, as `fit` was given) with the
+    checkpoint's weights, in eval mode: what `recommend` and `serve` answer from."""
+    from lightning_rec.cli import RecommenderCLI
+
+    cli = RecommenderCLI(args=config_args, run=False)
+    data, model = cli.datamodule, cli.model
+    data.setup("predict")
+    model.build(data.catalog)
+    state = read_checkpoint(ckpt_path)
+    state["state_dict"] = model.grown_state(state, ckpt_path)  # items added after training
+    model.load_state_dict(state["state_dict"])
+    return data, model.eval()
+
+
 def recommend_main(argv: list[str]) -> None:
     """`lightning-rec recommend -c CONFIG... --ckpt_path CKPT --user ID [--k 10]`: builds the data and model
     from the same YAML as training, loads the checkpoint and prints the user's history and top-k."""
-    from lightning_rec.cli import RecommenderCLI
-
     parser = argparse.ArgumentParser(prog="lightning-rec recommend", description=recommend_main.__doc__)
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--user", required=True, help="original user id as in the data")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--history", type=int, default=10, help="how many recent history items to show")
     known, rest = parser.parse_known_args(argv)
-
-    cli = RecommenderCLI(args=rest, run=False)
-    data, model = cli.datamodule, cli.model
-    data.setup("predict")
-    model.build(data.catalog)
-    state = read_checkpoint(known.ckpt_path)
-    state["state_dict"] = model.grown_state(state, known.ckpt_path)  # items added after training
-    model.load_state_dict(state["state_dict"])
-    model.eval()
+    data, model = load_trained(known.ckpt_path, rest)
     user = data.user_index(known.user)
     titles = data.data.item_info["title"]
     if user is None:

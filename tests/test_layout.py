@@ -14,7 +14,7 @@ LAYERS = [
     {"rl"},
     {"meta"},
     {"stages"},
-    {"cli", "quiet", "recommend", "__init__"},
+    {"cli", "quiet", "recommend", "serving", "__init__"},
 ]
 
 

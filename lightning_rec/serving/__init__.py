@@ -1,0 +1,1 @@
+"""`lightning-rec serve`: a trained recommender behind HTTP (FastAPI + uvicorn, docs/serving.md)."""
