@@ -4,11 +4,13 @@ users and posted histories (original ids) into top-k items with titles, many que
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from lightning_rec.data.errors import DataError
+from lightning_rec.stages.pretraining import SequentialRecommender
 
 
 class UnknownUser(DataError):
@@ -26,7 +28,8 @@ class Query:
 class RecommendationService:
     """`model` (a built RankingRecommender in eval mode) and `data` (its SequenceDataModule, set up).
     A known user's history is all their events in the data; a posted history may hold at most
-    `max_history` items, k is at most `max_k` and `default_k` (the model's top_k) where not given. Checks raise DataError naming what is wrong."""
+    `max_history` items, k is at most `max_k` and `default_k` (the model's top_k) where not given.
+    Checks raise DataError naming what is wrong."""
 
     def __init__(self, model, data, max_history: int = 1000, max_k: int = 100, default_k: int | None = None):
         self.model, self.data = model, data
@@ -39,6 +42,10 @@ class RecommendationService:
         info = data.data.item_info
         self.titles = info["title"].tolist() if "title" in info else [None] * len(self.item_ids)
         self._item_index = {str(item): index for index, item in enumerate(self.item_ids, 1)}
+        self._score = model.score
+        if isinstance(model, SequentialRecommender):  # its weights stay fixed: the item table is encoded once
+            with torch.inference_mode():
+                self._score = functools.partial(model.score, items=model.item_encoder())
 
     def query(self, user=None, items: list | None = None, k: int | None = None) -> Query:
         """The checked query of a known `user` or of the posted history `items` (exactly one of them)."""
@@ -68,7 +75,7 @@ class RecommendationService:
         the last `max_len` events left-padded as the model's input, the whole history masked."""
         input = pad_sequence([q.history[-self.max_len :] for q in queries], batch_first=True, padding_side="left")
         history = pad_sequence([q.history for q in queries], batch_first=True)  # padding 0 is masked anyway
-        scores, items = self.model.score(input, history).topk(max(q.k for q in queries), dim=1)
+        scores, items = self._score(input, history).topk(max(q.k for q in queries), dim=1)
         return [
             [
                 {"item": self.item_ids[item - 1], "title": self.titles[item - 1], "score": score}

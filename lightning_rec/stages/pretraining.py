@@ -180,13 +180,17 @@ class SequentialRecommender(RankingRecommender):
             return input
         return (self.item_encoder() if items is None else items)[input]
 
-    def score(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, input: torch.Tensor, history: torch.Tensor | None = None, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Scores of all items [B, N + 1] for the next item after each input sequence.
 
         History items are set to -inf when `mask_history`; a row with no history at all (a user the
-        model knows nothing about) gets item popularity as its scores.
+        model knows nothing about) gets item popularity as its scores. `items`: the item table
+        [N + 1, D], computed once by a caller whose weights stay fixed (a service: a text item encoder
+        costs far more than the rest of a request); computed here when not given.
         """
-        items = self.item_encoder()
+        items = self.item_encoder() if items is None else items
         input = self.objective.prepare_inference(input)
         history = history if self.hparams.mask_history else None
         return catalogue_scores(self.encode(input, items, last=True)[:, -1], items, input, self.popularity, history)
