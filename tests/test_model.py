@@ -78,6 +78,27 @@ def test_sampled_softmax_drops_negatives_equal_to_the_target():
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
 
 
+def test_popularity_sampled_softmax_draws_by_training_events_and_corrects_by_log_q():
+    items, hidden = torch.randn(6, 4), torch.randn(3, 4)
+    target, counts = torch.tensor([1, 2, 5]), torch.tensor([0.0, 5, 1, 0, 2, 2])
+    torch.manual_seed(1)
+    loss = SampledSoftmax(num_negatives=50, sampling="popularity")(hidden, target, items, counts)
+    torch.manual_seed(1)
+    q = counts / counts.sum()
+    negatives = torch.multinomial(q, 50, replacement=True)
+    assert not (negatives == 0).any() and not (negatives == 3).any()  # no events: never a negative
+    log_q = (50 * q).log()
+    logits = torch.cat(
+        [
+            (hidden * items[target]).sum(-1, keepdim=True) - log_q[target, None],
+            hidden @ items[negatives].T - log_q[negatives],
+        ],
+        1,
+    )
+    logits[:, 1:][negatives.unsqueeze(0) == target.unsqueeze(1)] = float("-inf")
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
+
+
 def test_full_softmax_never_predicts_padding():
     items = torch.randn(5, 4)
     items[0] = 100.0  # a huge padding row must not matter
@@ -93,7 +114,10 @@ def test_mismatched_dims_are_a_clear_error():
         SequentialRecommender(IDItemEncoder(16), TransformerEncoder(32))
 
 
-@pytest.mark.parametrize("objective", [FullSoftmax(), SampledSoftmax(num_negatives=20)])
+@pytest.mark.parametrize(
+    "objective",
+    [FullSoftmax(), SampledSoftmax(num_negatives=20), SampledSoftmax(num_negatives=20, sampling="popularity")],
+)
 def test_training_learns_the_item_chain(chain_source, objective):
     """Next item = last item + 1 on a ring of 40: chance NDCG@10 is about 0.1."""
     L.seed_everything(0)

@@ -208,19 +208,22 @@ class SequentialRecommender(RankingRecommender):
         hidden = self.encode(input, items)
         target = target[:, -hidden.shape[1] :]  # encoders too costly to run per position return the last one
         has_target = target != 0
-        candidates, target = self.training_candidates(items, target[has_target])
-        return self.objective(hidden[has_target], target, candidates)
+        candidates, target, counts = self.training_candidates(items, target[has_target])
+        return self.objective(hidden[has_target], target, candidates, counts)
 
-    def training_candidates(self, items: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The item table and targets of the training softmax, without the items that have no training
-        event (withheld cold-start items, items first seen at evaluation). Those do not exist yet at
-        training time; kept in, they would only ever be negatives, and a text encoder would learn to
-        rank them last whatever their text says. Evaluation still ranks every item."""
+    def training_candidates(
+        self, items: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The item table, targets and training-event counts of the training softmax, without the items
+        that have no training event (withheld cold-start items, items first seen at evaluation). Those
+        do not exist yet at training time; kept in, they would only ever be negatives, and a text
+        encoder would learn to rank them last whatever their text says. Evaluation still ranks every
+        item."""
         seen = self.popularity > 0
         seen[0] = True  # padding keeps index 0
         if seen.all() or not seen[1:].any():  # nothing withheld, or no counts (sized from a bare checkpoint)
-            return items, target
-        return items[seen], (torch.cumsum(seen, 0) - 1)[target]
+            return items, target, self.popularity
+        return items[seen], (torch.cumsum(seen, 0) - 1)[target], self.popularity[seen]
 
     # -- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
