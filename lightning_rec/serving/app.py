@@ -101,9 +101,12 @@ def server(argv: list[str]) -> uvicorn.Server:
     parser.add_argument("--max_history", type=int, default=1000, help="longest posted history served")
     parser.add_argument("--max_batch", type=int, default=64, help="most requests scored in one forward pass")
     parser.add_argument("--batch_wait_ms", type=float, default=0.0, help="wait for more requests after the first")
+    parser.add_argument(
+        "--ann_probes", type=int, default=0, help="0: exact top-k; >0: a faiss index probing that many lists"
+    )
     known, rest = parser.parse_known_args(argv)
     data, model = load_trained(known.ckpt_path, rest)
-    service = RecommendationService(model, data, known.max_history, known.max_k, known.top_k)
+    service = RecommendationService(model, data, known.max_history, known.max_k, known.top_k, known.ann_probes)
     app = create_app(service, known.max_batch, known.batch_wait_ms)
     return uvicorn.Server(uvicorn.Config(app, host=known.host, port=known.port, access_log=False))
 

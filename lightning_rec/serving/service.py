@@ -4,12 +4,12 @@ users and posted histories (original ids) into top-k items with titles, many que
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from lightning_rec.data.errors import DataError
+from lightning_rec.retrieval import ExactTopK, FaissTopK
 from lightning_rec.stages.pretraining import SequentialRecommender
 
 
@@ -29,9 +29,19 @@ class RecommendationService:
     """`model` (a built RankingRecommender in eval mode) and `data` (its SequenceDataModule, set up).
     A known user's history is all their events in the data; a posted history may hold at most
     `max_history` items, k is at most `max_k` and `default_k` (the model's top_k) where not given.
-    Checks raise DataError naming what is wrong."""
+    Checks raise DataError naming what is wrong. A sequence model's item table is encoded once (its
+    weights stay fixed) and searched exactly in chunks, or with `ann_probes` > 0 through a faiss index
+    probing that many lists (`retrieval.py`)."""
 
-    def __init__(self, model, data, max_history: int = 1000, max_k: int = 100, default_k: int | None = None):
+    def __init__(
+        self,
+        model,
+        data,
+        max_history: int = 1000,
+        max_k: int = 100,
+        default_k: int | None = None,
+        ann_probes: int = 0,
+    ):
         self.model, self.data = model, data
         self.max_len, self.max_history = data.hparams.max_len, max_history
         self.max_k = min(max_k, data.data.num_items)
@@ -42,10 +52,11 @@ class RecommendationService:
         info = data.data.item_info
         self.titles = info["title"].tolist() if "title" in info else [None] * len(self.item_ids)
         self._item_index = {str(item): index for index, item in enumerate(self.item_ids, 1)}
-        self._score = model.score
-        if isinstance(model, SequentialRecommender):  # its weights stay fixed: the item table is encoded once
+        self.items = self.retriever = None
+        if isinstance(model, SequentialRecommender):
             with torch.inference_mode():
-                self._score = functools.partial(model.score, items=model.item_encoder())
+                self.items = model.item_encoder()
+            self.retriever = FaissTopK(self.items, probes=ann_probes) if ann_probes else ExactTopK(self.items)
 
     def query(self, user=None, items: list | None = None, k: int | None = None) -> Query:
         """The checked query of a known `user` or of the posted history `items` (exactly one of them)."""
@@ -72,10 +83,16 @@ class RecommendationService:
     @torch.inference_mode()
     def top_k(self, queries: list[Query]) -> list[list[dict]]:
         """Each query's top k items (id, title, score), best first, all scored in one forward pass:
-        the last `max_len` events left-padded as the model's input, the whole history masked."""
+        the last `max_len` events left-padded as the model's input, the whole history masked (a
+        sequence model's states searched in the item table, any other model's scores ranked)."""
         input = pad_sequence([q.history[-self.max_len :] for q in queries], batch_first=True, padding_side="left")
         history = pad_sequence([q.history for q in queries], batch_first=True)  # padding 0 is masked anyway
-        scores, items = self._score(input, history).topk(max(q.k for q in queries), dim=1)
+        k = max(q.k for q in queries)
+        if self.retriever is None:
+            scores, items = self.model.score(input, history).topk(k, dim=1)
+        else:
+            history = history if self.model.hparams.mask_history else None
+            scores, items = self.retriever.search(self.model.user_states(input, self.items), k, history)
         return [
             [
                 {"item": self.item_ids[item - 1], "title": self.titles[item - 1], "score": score}

@@ -191,9 +191,13 @@ class SequentialRecommender(RankingRecommender):
         costs far more than the rest of a request); computed here when not given.
         """
         items = self.item_encoder() if items is None else items
-        input = self.objective.prepare_inference(input)
         history = history if self.hparams.mask_history else None
-        return catalogue_scores(self.encode(input, items, last=True)[:, -1], items, input, self.popularity, history)
+        return catalogue_scores(self.user_states(input, items), items, input, self.popularity, history)
+
+    def user_states(self, input: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, D]: the state whose inner products with the item table are the next-item scores after
+        each input sequence (what a top-k index searches with)."""
+        return self.encode(self.objective.prepare_inference(input), items, last=True)[:, -1]
 
     # -- steps -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
