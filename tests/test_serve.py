@@ -154,3 +154,13 @@ def test_the_service_ranks_as_the_model_scores_with_its_item_table_encoded_once(
     answer = service.top_k([query])[0]
     assert [r["item"] for r in answer] == [data.data.item_ids[i - 1] for i in items[0].tolist()]
     assert [r["score"] for r in answer] == pytest.approx(scores[0].tolist(), abs=1e-5)
+
+
+def test_the_service_with_a_faiss_index_probing_every_list_answers_as_the_exact_search(trained):
+    config, checkpoint = trained
+    data, model = load_trained(checkpoint, ["-c", config])
+    exact, ann = RecommendationService(model, data), RecommendationService(model, data, ann_probes=1000)
+    queries = [exact.query(items=[i, i + 1], k=5) for i in range(1, 30)] + [exact.query(user="u7", k=5)]
+    assert [[r["item"] for r in row] for row in ann.top_k(queries)] == [
+        [r["item"] for r in row] for row in exact.top_k(queries)
+    ]
