@@ -122,7 +122,7 @@ def retrieval(model, data, queries: int, probes: list[int], results: dict) -> No
     batch = rows.__getitems__(users.tolist())
     with torch.inference_mode():
         items = model.item_encoder()
-        states = model.encode(batch["input"], items, last=True)[:, -1]
+        states = model.user_states(batch["input"], items)
         history = batch["history"]
         start = time.perf_counter()
         _, exact = ExactTopK(items).search(states, 10, history)

@@ -36,17 +36,17 @@ class ExactTopK:
 
     def search(self, states: torch.Tensor, k: int, history: torch.Tensor | None = None):
         """(scores, items) [B, k], best first, of user `states` [B, D]."""
-        extra = 0 if history is None else history.shape[1]
-        chunk = max(k + extra + 1, self.max_scores // max(len(states), 1))
+        depth = k + 1 + (0 if history is None else history.shape[1])  # enough to survive masking
+        chunk = max(depth, self.max_scores // max(len(states), 1))
         best_scores = states.new_full((len(states), 0), float("-inf"))
         best_items = torch.zeros(len(states), 0, dtype=torch.long, device=states.device)
         for start in range(0, len(self.items), chunk):
             scores = states @ self.items[start : start + chunk].T
-            top = scores.topk(min(k + extra + 1, scores.shape[1]), dim=1)  # enough to survive masking
+            top = scores.topk(min(depth, scores.shape[1]), dim=1)
             best_scores = torch.cat([best_scores, top.values], 1)
             best_items = torch.cat([best_items, top.indices + start], 1)
-            if best_scores.shape[1] > k + extra + 1:
-                keep = best_scores.topk(k + extra + 1, dim=1).indices
+            if best_scores.shape[1] > depth:
+                keep = best_scores.topk(depth, dim=1).indices
                 best_scores, best_items = best_scores.gather(1, keep), best_items.gather(1, keep)
         return drop_history(best_scores, best_items, history, k)
 
