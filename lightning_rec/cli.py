@@ -20,6 +20,7 @@ from lightning_rec.quiet import (
     quiet_other_libraries,
     silence_wandb_when_offline_by_default,
 )
+from lightning_rec.resume import RandomState
 
 DEBUG_FLAG, DEBUG_VARIABLE = "--debug", "LIGHTNING_REC_DEBUG"
 # what a user can fix (their data, caches, checkpoints, learning rate): one line, no traceback
@@ -40,13 +41,14 @@ def use_wandb_offline_without_key() -> None:
 
 class RecommenderCLI(LightningCLI):
     """Every stage is a LightningModule chosen by `model.class_path`; data is a SequenceDataModule.
-    Every Trainer also gets `StopOnNonFinite` (a persistent callback: added to the recipe's own)."""
+    Every Trainer also gets `StopOnNonFinite` and `resume.RandomState` (persistent callbacks: added to
+    the recipe's own)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         defaults = kwargs.setdefault("trainer_defaults", {})
-        defaults["callbacks"] = [*defaults.get("callbacks", []), StopOnNonFinite()]
+        defaults["callbacks"] = [*defaults.get("callbacks", []), StopOnNonFinite(), RandomState()]
         with warnings.catch_warnings():  # args given are ours (main, recommend), not mixed up with sys.argv
             warnings.filterwarnings("ignore", message=".*args parameter is intended")
             super().__init__(
@@ -72,6 +74,16 @@ class RecommenderCLI(LightningCLI):
         for logger in trainer.loggers:
             drop_deprecated_wandb_setting(logger)
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """`--ckpt_path` is read whole (`weights_only` false unless given), as every checkpoint named in
+        one's own configuration is (checkpoints.read_checkpoint): the stages' checkpoints hold their
+        configuration objects (a fine-tuned policy's behaviour, the recommender it carries), and
+        resuming one with torch's weights-only default would refuse them."""
+        options = self.config_init.get(subcommand, {})
+        if "weights_only" in options and options["weights_only"] is None:
+            options["weights_only"] = False
+        super()._run_subcommand(subcommand)
 
     def before_test(self) -> None:
         """A stage that prints its own results table (`prints_test_table`) does not get Lightning's

@@ -1,5 +1,8 @@
 """The Trainer the learning tests use: CPU, silent, nothing written unless a test asks for it."""
 
+import os
+import signal
+
 import lightning as L
 
 QUIET = dict(
@@ -10,3 +13,22 @@ QUIET = dict(
 def quiet_trainer(**overrides) -> L.Trainer:
     """A Trainer with the QUIET settings, any of them (or other Trainer arguments) overridden."""
     return L.Trainer(**{**QUIET, **overrides})
+
+
+class Crash(RuntimeError):
+    """What `CrashAt` raises: a run dying mid-epoch."""
+
+
+class CrashAt(L.Callback):
+    """Ends the run after its `batch`-th training batch, before that batch's checkpoint (as a crash
+    would): with a Crash, or with `kill -9` of its own process when `kill` is set."""
+
+    def __init__(self, batch: int, kill: bool = False):
+        self.batch, self.kill, self.seen = batch, kill, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen += 1
+        if self.seen == self.batch:
+            if self.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise Crash(f"crashed after {self.batch} batches")

@@ -24,6 +24,7 @@ from lightning_rec.data.splits import (
     temporal_split,
     training_sequences,
 )
+from lightning_rec.resume import ShuffledLoader, derived_seed, resume_position
 
 
 @dataclasses.dataclass
@@ -181,16 +182,21 @@ class SequenceDataModule(L.LightningDataModule):
             raise DataError(f"predict_users: unknown user ids {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
         return torch.as_tensor(indices, dtype=torch.long)
 
-    def _loader(self, dataset, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset, batch_size: int | None = None, shuffle: bool = False, stream: int = 0) -> DataLoader:
         # Evaluation under DDP: each user exactly once (Lightning's default sampler would repeat some
         # users to even out the shards, biasing the metrics).
-        distributed = not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized()
-        return DataLoader(
-            dataset,
-            batch_size=batch_size or self.hparams.eval_batch_size,
-            shuffle=shuffle,
-            sampler=UnrepeatedDistributedSampler(dataset, shuffle=False) if distributed else None,
-            collate_fn=keep_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        # Training batches come from a ShuffledLoader: a function of (seed, stream, epoch, batch), so a
+        # run resumed from a checkpoint goes on with the batches the uninterrupted run would have seen.
+        options = {
+            "batch_size": batch_size or self.hparams.eval_batch_size,
+            "collate_fn": keep_batch,
+            "num_workers": self.hparams.num_workers,
+            "persistent_workers": self.hparams.num_workers > 0,
+        }
+        if shuffle:
+            epoch, skip = resume_position(self.trainer)
+            seed = derived_seed(torch.initial_seed(), stream)  # one stream of randomness per training loader
+            return ShuffledLoader(dataset, seed=seed, epoch=epoch, skip=skip, **options)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if distributed else None
+        return DataLoader(dataset, sampler=sampler, **options)

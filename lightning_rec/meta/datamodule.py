@@ -179,7 +179,7 @@ class MetaDataModule(SequenceDataModule):
                 hp.segment_query,
                 self.segment_window,
             )
-            loaders["segment"] = self._tasks(dataset, shuffle=False)
+            loaders["segment"] = self._tasks(dataset, shuffle=True, stream=1)  # its tasks' randomness: resume.py
         return loaders
 
     def val_dataloader(self) -> DataLoader:
@@ -234,6 +234,6 @@ class MetaDataModule(SequenceDataModule):
             "segment/held_out",
         )
 
-    def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False) -> DataLoader:
+    def _tasks(self, dataset: Dataset, shuffle: bool = False, eval: bool = False, stream: int = 0) -> DataLoader:
         size = self.hparams.eval_tasks_per_batch if eval else self.hparams.tasks_per_batch
-        return self._loader(dataset, min(size, max(len(dataset), 1)), shuffle=shuffle)
+        return self._loader(dataset, min(size, max(len(dataset), 1)), shuffle=shuffle, stream=stream)

@@ -78,6 +78,13 @@ class TaskEnvironment:
         self.assignment = assignment
         self.generator = torch.Generator().manual_seed(self.seed)
 
+    def random_generators(self) -> dict[str, torch.Generator]:
+        """The exploring episodes' generator and each simulator's (empty before `attach`)."""
+        if not hasattr(self, "generator"):
+            return {}
+        simulators = {f"simulator/{name}": simulator.generator for name, simulator in self.simulators.items()}
+        return {"episodes": self.generator, **simulators}
+
     def task_rows(self, name: str, tasks: TaskBatch) -> torch.Tensor:
         """Which tasks can be played by the simulator of role `name` [T] bool: segment tasks with at least one
         member there, cold-start tasks whose user is simulated there."""

@@ -142,6 +142,12 @@ class PolicyFineTuner(L.LightningModule):
             None if ratings is None else torch.tensor([float(ratings.min()), float(ratings.max())], device=self.device)
         )
 
+    def random_generators(self) -> dict[str, torch.Generator]:
+        """The slates' and the training simulator's dice (resume.RandomState keeps them in the checkpoints)."""
+        if self.generator is None:
+            return {}
+        return {"policy": self.generator, "simulator": self.train_simulator.generator}
+
     # -- what the algorithms use (rl.algorithm.PolicyContext) ---------------------------------------
     @property
     def slate_size(self) -> int:

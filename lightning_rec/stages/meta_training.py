@@ -135,6 +135,10 @@ class MetaPolicyOptimizer(L.LightningModule):
                 datamodule.catalog.categories,
             )
 
+    def random_generators(self) -> dict[str, torch.Generator]:
+        """The environment's dice (resume.RandomState keeps them in the checkpoints)."""
+        return self.environment.random_generators() if self.environment is not None else {}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["num_items"] = self.policy.recommender.num_items
 
