@@ -109,9 +109,11 @@ def taste(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.mark.parametrize("kill", [False, True], ids=["crash", "kill-9"])
 def test_pretraining_resumes_mid_epoch_as_if_never_stopped(taste, tmp_path, kill):
-    """7 batches an epoch, dropout on: killed in the second epoch, resumed from the checkpoint of batch 9."""
+    """Dropout on: killed after batch 11 (in the second epoch), resumed from the checkpoint of batch 9."""
     _, data = taste
-    crash_and_resume(tmp_path, DATA.format(data=data, batch_size=16), RECOMMENDER, epochs=3, every=3, crash=11, kill=kill)
+    crash_and_resume(
+        tmp_path, DATA.format(data=data, batch_size=16), RECOMMENDER, epochs=3, every=3, crash=11, kill=kill
+    )
 
 
 def test_simulator_training_resumes_mid_epoch_as_if_never_stopped(taste, tmp_path):
