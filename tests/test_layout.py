@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_rec"
 # each package (or top-level module) may import its own layer and those before it
 LAYERS = [
-    {"softmax", "memory", "scoring", "retrieval", "atomic", "checkpoints", "divergence", "metrics", "data"},
+    {"softmax", "memory", "scoring", "retrieval", "atomic", "checkpoints", "divergence", "metrics", "data"}
+    | {"resume", "distributed"},
     {"encoders", "objectives"},
     {"rl"},
     {"meta"},

@@ -33,6 +33,9 @@ class SlateAgent:
     def observe(self, clicked: torch.Tensor) -> None:
         pass
 
+    def reseed(self, seed: int) -> None:
+        """Restart the agent's own randomness (none by default) from `seed`."""
+
     def recorded(self) -> dict[str, torch.Tensor]:
         """What the agent kept of the episode for its updates: extra `Episodes` fields."""
         return {}
@@ -46,6 +49,9 @@ class RandomAgent(SlateAgent):
 
     def scores(self) -> torch.Tensor:
         return torch.rand(self.batch_size, self.num_items + 1, generator=self.generator)
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
 
 
 class PopularityAgent(SlateAgent):

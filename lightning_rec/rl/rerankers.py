@@ -14,7 +14,7 @@ import torch
 
 from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.behaviour import QuitRule, remember
-from lightning_rec.rl.rollout import rollout
+from lightning_rec.rl.rollout import play_in_chunks
 from lightning_rec.rl.simulator import SimulatorState, UserSimulator
 
 
@@ -35,8 +35,7 @@ def tune(
     users would have seen the test. Ties go to the first value."""
     returns = {}
     for value, agent in candidates.items():
-        env.seed(seed)
-        returns[value] = float(rollout(env, agent, users, slate_size=slate_size).rewards.sum(1).mean())
+        returns[value] = float(play_in_chunks(env, agent, users, slate_size, seed).rewards.sum(1).mean())
     return max(returns, key=returns.get), returns
 
 
@@ -62,6 +61,9 @@ class Reranker(SlateAgent):
     def observe(self, clicked: torch.Tensor) -> None:
         self.base.observe(clicked)
 
+    def reseed(self, seed: int) -> None:
+        self.base.reseed(seed)
+
     def recorded(self) -> dict[str, torch.Tensor]:
         return self.base.recorded()
 
@@ -83,6 +85,10 @@ class EpsilonGreedy(Reranker):
             raise ValueError(f"EpsilonGreedy.epsilon must be in [0, 1], got {epsilon}")
         self.epsilon, self.seed = epsilon, seed
         self.generator: torch.Generator | None = None
+
+    def reseed(self, seed: int) -> None:
+        self.seed, self.generator = seed, None
+        super().reseed(seed)
 
     def select(self, logits: torch.Tensor, k: int) -> torch.Tensor:
         if self.generator is None or self.generator.device != logits.device:

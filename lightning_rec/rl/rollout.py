@@ -7,6 +7,8 @@ import dataclasses
 import torch
 
 from lightning_rec.data.errors import DataError
+from lightning_rec.distributed import gather_rows, world
+from lightning_rec.resume import derived_seed
 from lightning_rec.rl.agents import SlateAgent
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.slates import sample_slates
@@ -101,3 +103,41 @@ def rollout(
             steps[key].append(value)
     recorded = {key: torch.stack(value, 1) for key, value in steps.items() if value}
     return Episodes(consumed=consumed, masks_repeats=masks_repeats, **recorded, **agent.recorded())
+
+
+def play_in_chunks(
+    env: UserSimulator, agent: SlateAgent, users: torch.Tensor, slate_size: int, seed: int, chunk: int = 1024
+) -> Episodes:
+    """Greedy episodes of `users` in chunks of `chunk` users, chunk c on simulator and agent dice
+    seeded from (seed, c); under DDP the chunks are split over the processes and gathered back in
+    order. So evaluation tables are the same on one process or several, and every policy meets the
+    same users with the same dice. Only slates, clicks, rewards and valid are kept, padded to the
+    behaviour's max_steps (`consumed` is left empty)."""
+    rank, size = world()
+    chunks = users.split(chunk)
+    parts = []
+    for index in torch.arange(len(chunks)).tensor_split(size)[rank].tolist():
+        env.seed(derived_seed(seed, index))
+        agent.reseed(derived_seed(seed, index))
+        parts.append(padded_steps(rollout(env, agent, chunks[index], slate_size=slate_size), env.behaviour.max_steps))
+    steps, device = env.behaviour.max_steps, env.device
+    empty = {
+        "slates": torch.zeros(0, steps, slate_size, dtype=torch.long, device=device),
+        "clicks": torch.zeros(0, steps, slate_size, dtype=torch.bool, device=device),
+        "rewards": torch.zeros(0, steps, device=device),
+        "valid": torch.zeros(0, steps, dtype=torch.bool, device=device),
+    }
+    fields = {key: gather_rows(torch.cat([empty[key], *(part[key] for part in parts)])) for key in empty}
+    consumed = torch.zeros(len(users), 0, dtype=torch.bool, device=device)
+    return Episodes(**fields, consumed=consumed, masks_repeats=env.behaviour.masks_repeats)
+
+
+def padded_steps(episodes: Episodes, steps: int) -> dict[str, torch.Tensor]:
+    """The episodes' slates, clicks, rewards and valid with T padded to `steps` (no step, no reward)."""
+    pad = steps - episodes.rewards.shape[1]
+    return {
+        "slates": torch.nn.functional.pad(episodes.slates, (0, 0, 0, pad)),
+        "clicks": torch.nn.functional.pad(episodes.clicks, (0, 0, 0, pad)),
+        "rewards": torch.nn.functional.pad(episodes.rewards, (0, pad)),
+        "valid": torch.nn.functional.pad(episodes.valid, (0, pad)),
+    }

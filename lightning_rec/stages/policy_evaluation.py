@@ -22,18 +22,22 @@ from __future__ import annotations
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_rec.distributed import gather_rows, keyed_uniform
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks, ranking_metrics
 from lightning_rec.rl.agents import PopularityAgent, RandomAgent, RecommenderAgent, SlateAgent
 from lightning_rec.rl.behaviour import Mode, UserBehaviour
 from lightning_rec.rl.environments import Environment, stage_environment
 from lightning_rec.rl.rerankers import CategorySpread, EpsilonGreedy, QuitOracle, tune
-from lightning_rec.rl.rollout import rollout
+from lightning_rec.rl.rollout import play_in_chunks
 from lightning_rec.rl.simulator import UserSimulator
 from lightning_rec.rl.tables import online_metrics, paired_ratio, reward_curve, write_report
 from lightning_rec.scoring import mask_scores
 from lightning_rec.stages.fine_tuning import SESSION_DEFAULTS, trained_session
 from lightning_rec.stages.pretraining import load_recommender
+
+say = rank_zero_only(print)  # the tables once, from the first process
 
 
 def agreed_session(trained: dict[str, dict | None], given: dict) -> dict:
@@ -105,7 +109,7 @@ class PolicyEvaluation(L.LightningModule):
         self.heads = {name: session.get("head") for name, session in trained.items() if session is not None}
         self.behaviour = session["behaviour"] if session["behaviour"] is not None else UserBehaviour()
         self.slate_size, self.context_len = session["slate_size"], session["context_len"]
-        print(f"Evaluating {describe(self.behaviour)}, slates of {self.slate_size}, context {self.context_len} events")
+        say(f"Evaluating {describe(self.behaviour)}, slates of {self.slate_size}, context {self.context_len} events")
         self.recommenders = torch.nn.ModuleDict({name: load_recommender(path).eval() for name, path in paths.items()})
         datamodule = self.trainer.datamodule
         self.popularity = datamodule.train_item_counts()
@@ -114,13 +118,14 @@ class PolicyEvaluation(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {name: ranking_metrics(self.hparams.ks, num_items, prefix="") for name in names}
         )
-        self.offline_generator = torch.Generator().manual_seed(self.hparams.seed)
         self.test_ranks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        self.test_users: list[torch.Tensor] = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        history = batch["history"]
-        baselines = {
-            "random": torch.rand(len(history), len(self.popularity), generator=self.offline_generator).to(self.device),
+        history, users = batch["history"], batch["user"]
+        items = torch.arange(len(self.popularity), device=self.device)
+        baselines = {  # random scores keyed by (user, item): the same on any number of processes
+            "random": keyed_uniform(self.hparams.seed, users.unsqueeze(1), items.unsqueeze(0)),
             "popularity": self.popularity.to(self.device).expand(len(history), -1),
         }
         offline = {name: mask_scores(scores, history) for name, scores in baselines.items()}
@@ -130,6 +135,7 @@ class PolicyEvaluation(L.LightningModule):
         for name, scores in offline.items():
             self.metrics[name].update(scores, batch["target"])
             self.test_ranks[name].append(pessimistic_ranks(scores, batch["target"]).cpu())
+        self.test_users.append(users.cpu())
 
     def environments(self, behaviour: UserBehaviour) -> dict[str, UserSimulator]:
         """{"train": where baselines are tuned, "eval": where every policy is judged}, under `behaviour`."""
@@ -141,7 +147,8 @@ class PolicyEvaluation(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         hp = self.hparams
-        ranks = {name: torch.cat(batches) for name, batches in self.test_ranks.items()}
+        order = gather_rows(torch.cat(self.test_users)).argsort()  # the users in one order, whatever the processes
+        ranks = {name: gather_rows(torch.cat(batches))[order] for name, batches in self.test_ranks.items()}
         offline = {
             name: {
                 f"test_{key}": float(value)
@@ -158,9 +165,8 @@ class PolicyEvaluation(L.LightningModule):
             simulator = environments["eval"]
             users = self._played(simulator).repeat(hp.episodes_per_user)
             block, returns, curves[mode] = [], {}, {}
-            for name, (agent, setting) in agents.items():
-                simulator.seed(hp.seed)  # the same random clicks for every policy
-                episodes = rollout(simulator, agent, users, slate_size=self.slate_size)
+            for name, (agent, setting) in agents.items():  # the same users and random clicks for every policy
+                episodes = play_in_chunks(simulator, agent, users, self.slate_size, hp.seed)
                 block.append(
                     {
                         "mode": mode,
@@ -175,19 +181,21 @@ class PolicyEvaluation(L.LightningModule):
             for row in block:
                 row.update(self._versus_supervised(row["policy"], returns, ranks))
             played = len(users) // hp.episodes_per_user
-            print(
+            say(
                 f"\n{describe(behaviour)}: eval environment, {played} users x {hp.episodes_per_user} "
                 f"episodes\n{pd.DataFrame(block).drop(columns='mode').to_string(index=False)}"
             )
             rows += block
         table = pd.DataFrame(rows)
-        paths = write_report(table, curves, hp.output_dir)
-        print(f"Written: {', '.join(map(str, paths.values()))}")
         for row in rows:
             for key, value in row.items():
                 if isinstance(value, float) and value == value:
                     logs[f"test/{row['mode']}/{row['policy']}/{key}"] = value
-        self.log_dict(logs)
+        self.log_dict(logs, sync_dist=True)  # the same on every process: the episodes were gathered
+        if not self.trainer.is_global_zero:
+            return
+        paths = write_report(table, curves, hp.output_dir)
+        print(f"Written: {', '.join(map(str, paths.values()))}")
         logger = self.logger
         if hasattr(logger, "log_table"):
             logger.log_table(key="rl/evaluation", dataframe=table)
@@ -225,7 +233,7 @@ class PolicyEvaluation(L.LightningModule):
             users = played.repeat(hp.episodes_per_user)
             penalty, returns = tune(candidates, train, users, self.slate_size, hp.seed)
             tried = ", ".join(f"{value:g}: {value_return:.4g}" for value, value_return in returns.items())
-            print(
+            say(
                 f"\n{behaviour.mode}: category-spread penalty tuned in the train environment ({len(played)} users "
                 f"x {hp.episodes_per_user}), R_tra by penalty {tried}; chosen {penalty:g}"
             )

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_rec.data.item_text import DEFAULT_TEMPLATE, render_item_texts, texts_fingerprint
+from lightning_rec.distributed import gather_rows
 from lightning_rec.encoders.embedding_cache import cache_status, write_embeddings
 from lightning_rec.encoders.plm import (
     DEFAULT_MODEL,
@@ -129,7 +129,6 @@ class ItemTextEncoder(L.LightningModule):
         if self.trainer.is_global_zero:
             table = vectors.new_zeros(len(self.texts) + 1, vectors.shape[-1])
             table[items] = vectors  # shards come back in any order: place rows by item index
-            table[0] = 0  # padding rows of the gather land here
             seen = torch.zeros(len(table), dtype=torch.bool, device=items.device).index_fill_(0, items, True)
             if not seen[1:].all():
                 raise RuntimeError(f"encode stage: {int((~seen[1:]).sum())} items were not encoded; nothing written")
@@ -139,13 +138,9 @@ class ItemTextEncoder(L.LightningModule):
         self.trainer.strategy.barrier()
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All processes' (item, vector) rows. Predict shards are not padded to equal sizes, and
-        all_gather needs equal shapes, so each shard is padded with item 0 rows first."""
+        """All processes' (item, vector) rows (predict shards have unequal sizes)."""
         items = torch.cat(self._items) if self._items else torch.zeros(0, dtype=torch.long, device=self.device)
         vectors = (
             torch.cat(self._vectors) if self._vectors else torch.zeros(0, self.language_model.dim, device=self.device)
         )
-        most = int(self.all_gather(torch.tensor(len(items), device=self.device)).max())
-        items = F.pad(items, (0, most - len(items)))
-        vectors = F.pad(vectors, (0, 0, 0, most - len(vectors)))
-        return self.all_gather(items).reshape(-1), self.all_gather(vectors).reshape(-1, vectors.shape[-1])
+        return gather_rows(items), gather_rows(vectors)

@@ -1,0 +1,55 @@
+"""Work split over DDP processes that gives what one process gives: `gather_rows` brings every
+process's rows back in rank order (shards of unequal sizes, which torch's all_gather cannot take), and
+`keyed_uniform` draws random numbers that are a function of their keys (a user, an item), the same
+whichever process or batch a row lands in."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every process's `rows` [n_rank, ...] concatenated in rank order (`rows` itself on one process).
+    Each process must call it, with the same trailing shape and dtype."""
+    _, size = world()
+    if size == 1:
+        return rows
+    carried = rows.to(torch.uint8) if rows.dtype == torch.bool else rows  # gloo has no bool all_gather
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(size)]
+    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
+    counts = [int(c) for c in counts]
+    padded = carried.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: len(rows)] = carried
+    shards = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(shards, padded)
+    return torch.cat([shard[:count] for shard, count in zip(shards, counts)]).to(rows.dtype)
+
+
+_MIX = (-4658895280553007687, -7723592293110705685)  # splitmix64's multipliers as signed int64
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def keyed_uniform(seed: int, *keys: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) floats, one per element of the broadcast integer `keys`, from the splitmix64
+    hash of (seed, keys): reproducible element by element, unlike a generator's stream."""
+    z = torch.full((), seed & (2**40 - 1), dtype=torch.long)
+    for key in keys:
+        z = z * 2_000_003 + key.long()  # distinct for keys below 2M; wraps around 2**64 beyond, as hashes may
+    z = z ^ _shift_right(z, 30)
+    z = z * _MIX[0]
+    z = z ^ _shift_right(z, 27)
+    z = z * _MIX[1]
+    z = z ^ _shift_right(z, 31)
+    return (_shift_right(z, 11).double() / 2.0**53).float()
