@@ -32,3 +32,16 @@ class CrashAt(L.Callback):
             if self.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             raise Crash(f"crashed after {self.batch} batches")
+
+
+class RanksAgree(L.Callback):
+    """Fails a multi-process run whose processes end training with different weights (gradients
+    that were not averaged over them)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import torch
+
+        checksum = torch.stack([p.detach().double().sum() for p in pl_module.parameters()]).sum().reshape(1)
+        everyone = pl_module.all_gather(checksum)
+        if trainer.world_size > 1 and not torch.equal(everyone.min(), everyone.max()):
+            raise AssertionError(f"the processes' weights differ: checksums {everyone.flatten().tolist()}")

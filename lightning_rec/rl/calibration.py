@@ -26,17 +26,19 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
 
 
 def fit_platt(logits: torch.Tensor, labels: torch.Tensor, steps: int = 50) -> tuple[float, float]:
-    """(scale, shift) minimising the log loss of sigmoid(scale * logit + shift) on the given pairs."""
-    logits, labels = logits.detach().flatten().double(), labels.detach().flatten().double()
-    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([params], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    """(scale, shift) minimising the log loss of sigmoid(scale * logit + shift) on the given pairs.
+    Fits with autograd on even inside Lightning's inference mode (`lightning-rec validate`)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        logits, labels = logits.detach().flatten().double().clone(), labels.detach().flatten().double().clone()
+        params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([params], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(params[0] * logits + params[1], labels)
-        loss.backward()
-        return loss
+        def closure():
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(params[0] * logits + params[1], labels)
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
+        optimizer.step(closure)
     scale, shift = params.detach().tolist()
     return scale, shift

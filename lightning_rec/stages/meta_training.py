@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from lightning_rec.data.datamodule import ItemCatalog
+from lightning_rec.distributed import world
 from lightning_rec.meta.adaptive_heads import StateHead
 from lightning_rec.meta.adaptive_policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
@@ -164,6 +165,7 @@ class MetaPolicyOptimizer(L.LightningModule):
             for name, g in gradient.items():
                 meta_gradient[name] = meta_gradient.get(name, 0) + g * (len(tasks) / total)
             self.log(f"train/{kind}/query_loss", loss, prog_bar=True, batch_size=len(tasks))
+        meta_gradient = mean_over_processes(meta_gradient, total)
         optimizer.zero_grad()
         params = dict(self.policy.named_parameters())
         for name, g in meta_gradient.items():
@@ -324,3 +326,18 @@ class MetaPolicyOptimizer(L.LightningModule):
                 f"\nonline replay (mean over time of NDCG@{k} of the next event), written to {directory}:\n"
                 f"{summary.to_string(index=False)}"
             )
+
+
+def mean_over_processes(gradient: dict[str, torch.Tensor], tasks: int) -> dict[str, torch.Tensor]:
+    """The task-weighted mean of every DDP process's meta-gradient (each the mean over its `tasks`
+    tasks): DDP averages gradients only in backward, and the meta stage sets them itself."""
+    if world()[1] == 1:
+        return gradient
+    weights = torch.tensor(float(tasks), device=next(iter(gradient.values())).device)
+    torch.distributed.all_reduce(weights)
+    reduced = {}
+    for name in sorted(gradient):  # the same order on every process
+        total = gradient[name] * tasks
+        torch.distributed.all_reduce(total)
+        reduced[name] = total / weights
+    return reduced

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from lightning_rec.distributed import gather_rows, keyed_uniform
 from lightning_rec.metrics import ndcg_of_ranks, pessimistic_ranks
 from lightning_rec.rl.calibration import expected_calibration_error, fit_platt
 from lightning_rec.rl.response_model import ResponseModel
@@ -199,7 +200,6 @@ class SimulatorTraining(L.LightningModule):
 
     # -- validation: ranking quality, calibration, rating error --------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self.val_generator = torch.Generator().manual_seed(0)  # the same negatives every validation
         self.val_outputs = {name: [] for name in SIMULATOR_ROLES}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -211,10 +211,9 @@ class SimulatorTraining(L.LightningModule):
             users, target = batch["user"][rows], batch["target"][rows]
             state = model.encode(batch["input"][rows])[:, -1]
             log_probs = torch.log_softmax(model.scores(state), dim=-1)
-            negative = torch.randint(
-                1, model.num_items + 1, (len(target), self.hparams.calibration_negatives), generator=self.val_generator
-            )
-            negative = negative.to(self.device)
+            # the same negatives for a user every validation, on any number of processes
+            draws = torch.arange(self.hparams.calibration_negatives, device=self.device)
+            negative = 1 + (keyed_uniform(0, users.unsqueeze(1), draws) * model.num_items).long()
             output = {
                 "users": users,
                 "logits": log_probs.gather(1, torch.cat([target.unsqueeze(1), negative], dim=1)),
@@ -228,13 +227,35 @@ class SimulatorTraining(L.LightningModule):
             self.val_outputs[name].append(output)
 
     def on_validation_epoch_end(self) -> None:
-        summaries = [self._calibrate(name) for name in SIMULATOR_ROLES if self.val_outputs[name]]
+        for name, model in zip(SIMULATOR_ROLES, self.response_models):  # a process may have none of a role's users
+            if not self.val_outputs[name]:
+                self.val_outputs[name].append(self._no_outputs(model))
+        counts = {name: sum(len(o["users"]) for o in self.val_outputs[name]) for name in SIMULATOR_ROLES}
+        present = {name: self.trainer.strategy.reduce_boolean_decision(counts[name] > 0, all=False) for name in counts}
+        summaries = [self._calibrate(name) for name in SIMULATOR_ROLES if present[name]]
         if summaries:
             self.log("val/ndcg@10", sum(s["ndcg@10"] for s in summaries) / len(summaries))
 
+    def _no_outputs(self, model: ResponseModel) -> dict[str, torch.Tensor]:
+        """A validation_step output of no rows, so a process without a role's users still joins its gather."""
+        negatives, device = self.hparams.calibration_negatives, self.device
+        output = {
+            "users": torch.zeros(0, dtype=torch.long, device=device),
+            "logits": torch.zeros(0, negatives + 1, device=device),
+            "distinct": torch.zeros(0, negatives, dtype=torch.bool, device=device),
+            "ranks": torch.zeros(0, dtype=torch.long, device=device),
+        }
+        if model.has_ratings:
+            output["rating_error"] = torch.zeros(0, device=device)
+        return output
+
     def _calibrate(self, name: str) -> dict[str, float]:
         """Fit Platt scaling on even users, measure ECE on odd users; log and keep the calibration."""
-        outputs = {key: torch.cat([o[key] for o in self.val_outputs[name]]) for key in self.val_outputs[name][0]}
+        outputs = {
+            key: gather_rows(torch.cat([o[key] for o in self.val_outputs[name]])) for key in self.val_outputs[name][0]
+        }
+        order = outputs["users"].argsort()  # every process's users, in one order
+        outputs = {key: value[order] for key, value in outputs.items()}
         logits, distinct = outputs["logits"].float().cpu(), outputs["distinct"].cpu()
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
