@@ -33,6 +33,27 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([shard[:count] for shard, count in zip(shards, counts)]).to(rows.dtype)
 
 
+def most(count: int) -> int:
+    """The largest of every process's `count` (so each process runs as many steps of a loop)."""
+    if world()[1] == 1:
+        return count
+    value = torch.tensor(count)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value)
+
+
+def average_gradients(parameters) -> None:
+    """Each parameter's .grad replaced by its mean over the processes (what DDP's backward does, for
+    stages that backpropagate outside it); a parameter without a gradient counts as zero."""
+    if world()[1] == 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad)
+        parameter.grad /= world()[1]
+
+
 _MIX = (-4658895280553007687, -7723592293110705685)  # splitmix64's multipliers as signed int64
 
 

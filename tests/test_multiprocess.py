@@ -96,7 +96,7 @@ def test_ppo_on_two_processes_then_the_evaluation_table_is_the_one_process_table
         )
         config = write_run(out, data, evaluation)
         on_two_processes("test", "-c", config) if name == "two" else main(["test", "-c", config])
-        tables.append(pd.read_csv(out / "rl_evaluation.csv"))
+        tables.append(pd.read_csv(out / "table.csv"))
     pd.testing.assert_frame_equal(tables[0], tables[1], rtol=1e-6)
 
 

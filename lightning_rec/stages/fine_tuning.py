@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import math
 
 import lightning as L
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from lightning_rec.distributed import average_gradients, most, world
 from lightning_rec.metrics import ranking_metrics
 from lightning_rec.rl.agents import RecommenderAgent
 from lightning_rec.rl.algorithm import PolicyAlgorithm
@@ -47,7 +51,8 @@ class PolicyFineTuner(L.LightningModule):
     encoder's output over the last `context_len` logged items plus the episode's clicks (see
     rl/episode_states), so context_len + behaviour.max_steps must fit the encoder's max_len. RL
     runs the networks without dropout. Validation and test are the recommender's offline ranking
-    (val/ndcg@10, ...), to see how much next-item accuracy RL costs. Run it on one device.
+    (val/ndcg@10, ...), to see how much next-item accuracy RL costs. Under DDP each process plays the
+    users of its share of the windows and every step averages the gradients over the processes.
 
     With `supervised_coef` > 0 every optimiser step also takes supervised_coef x the pretraining
     loss on `supervised_windows` logged windows drawn from the batch (as PPO-ptx does), which holds
@@ -226,12 +231,16 @@ class PolicyFineTuner(L.LightningModule):
         return self.behaviour.satisfaction(rating, self.rating_range, clicked)
 
     def minibatches(self, size: int, minibatch: int, shuffle: bool) -> list[torch.Tensor]:
+        """The episodes' indices in minibatches of `minibatch`; under DDP as many (near-equal) minibatches
+        on every process as the process with the most episodes needs, since each step averages gradients."""
         order = (
             torch.randperm(size, generator=self.generator, device=self.device)
             if shuffle
             else torch.arange(size, device=self.device)
         )
-        return list(order.split(minibatch))
+        if world()[1] == 1:
+            return list(order.split(minibatch))
+        return list(order.tensor_split(most(math.ceil(size / minibatch))))
 
     def supervised_loss(self, batch: dict) -> torch.Tensor:
         """The pretraining loss on `supervised_windows` random windows of the batch."""
@@ -246,18 +255,27 @@ class PolicyFineTuner(L.LightningModule):
         self.eval()  # RL runs the networks without dropout: sampling and update must see the same policy
         optimizer, logs = self.optimizers(), collections.Counter()
         for gradient in self.algorithm.update(self, batch):
-            self.manual_backward(gradient.loss)
+            self._backward(gradient.loss)
             logs.update(gradient.logs)  # adds them up
             if not gradient.step:
                 continue
             if self.hparams.supervised_coef > 0:
                 loss = self.supervised_loss(batch)
-                self.manual_backward(self.hparams.supervised_coef * loss)
+                self._backward(self.hparams.supervised_coef * loss)
                 self.log("train/supervised_loss", loss.detach(), batch_size=self.hparams.supervised_windows)
+            average_gradients(p for group in optimizer.param_groups for p in group["params"])
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad()
         self.log_dict({f"train/{key}": value for key, value in logs.items()}, batch_size=len(batch["user"]))
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate outside DDP's gradient sync: an update backpropagates several losses that use
+        different parameters (policy, value heads), which DDP's reducer refuses; the gradients are
+        averaged over the processes before each step instead."""
+        model = self.trainer.strategy.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext():
+            self.manual_backward(loss)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
