@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 
 def world() -> tuple[int, int]:
@@ -14,6 +15,20 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+class Shards(DistributedSampler):
+    """Evaluation rows split over the processes, each exactly once (rank r gets r, r + W, ...):
+    no padding repeats, and a process may get none (Lightning's UnrepeatedDistributedSampler refuses
+    datasets smaller than the number of processes)."""
+
+    def __init__(self, dataset):
+        super().__init__(dataset, shuffle=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
@@ -24,6 +23,7 @@ from lightning_rec.data.splits import (
     temporal_split,
     training_sequences,
 )
+from lightning_rec.distributed import Shards
 from lightning_rec.resume import ShuffledLoader, derived_seed, resume_position
 
 
@@ -70,6 +70,9 @@ class SequenceDataModule(L.LightningDataModule):
         category: CategoryField | None = None,
     ):
         super().__init__()
+        # Evaluation rows are split over the processes without repeats (distributed.Shards), so with
+        # fewer rows than processes some get none; the stages gather their results over all of them.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         self.save_hyperparameters(ignore=["source"])
@@ -198,5 +201,5 @@ class SequenceDataModule(L.LightningDataModule):
             seed = derived_seed(torch.initial_seed(), stream)  # one stream of randomness per training loader
             return ShuffledLoader(dataset, seed=seed, epoch=epoch, skip=skip, **options)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if distributed else None
+        sampler = Shards(dataset) if distributed else None
         return DataLoader(dataset, sampler=sampler, **options)

@@ -235,9 +235,14 @@ class MetaPolicyOptimizer(L.LightningModule):
                 self._accumulate((batch.name, "meta-plain", step, metric), meta[metric] - plain[metric])
 
     def on_test_epoch_end(self) -> None:
-        keys = list(self._test_sums)
-        sums = self.all_gather(torch.stack([self._test_sums[key] for key in keys]))
-        sums = sums.sum(0) if sums.ndim == 3 else sums
+        keys = sorted(self._test_sums)
+        if world()[1] > 1:  # a process may have seen none of a loader's tasks: agree on the keys first
+            everyone = [None] * world()[1]
+            torch.distributed.all_gather_object(everyone, keys)
+            keys = sorted(set().union(*everyone))
+        sums = torch.stack([self._test_sums.get(key, torch.zeros(3, device=self.device)) for key in keys])
+        if world()[1] > 1:
+            torch.distributed.all_reduce(sums)
         count = sums[:, 2].clamp(min=1)
         mean = sums[:, 0] / count
         se = ((sums[:, 1] / count - mean.square()).clamp(min=0) / (count - 1).clamp(min=1)).sqrt()
@@ -255,8 +260,8 @@ class MetaPolicyOptimizer(L.LightningModule):
                 self.log(
                     f"test/{row.tasks}/{column}_{row.metric}", float(getattr(row, column)), add_dataloader_idx=False
                 )
+        directory = self._report_dir()  # on every process: Trainer.log_dir broadcasts
         if self.trainer.is_global_zero:
-            directory = self._report_dir()
             directory.mkdir(parents=True, exist_ok=True)
             images = {}
             for metric in dict.fromkeys(curves.metric):
@@ -305,8 +310,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         frame[f"ndcg@{k}"] = frame.ndcg_sum / frame.users
         curves = frame[["known_events", "policy", f"ndcg@{k}", "users"]]
         summary = curves.groupby("policy", sort=False)[f"ndcg@{k}"].mean().rename(f"mean_ndcg@{k}").reset_index()
+        directory = self._report_dir()  # on every process: Trainer.log_dir broadcasts
         if self.trainer.is_global_zero:
-            directory = self._report_dir()
             directory.mkdir(parents=True, exist_ok=True)
             png = directory / "online_replay.png"
             plot_curves(

@@ -147,8 +147,12 @@ class PolicyEvaluation(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         hp = self.hparams
-        order = gather_rows(torch.cat(self.test_users)).argsort()  # the users in one order, whatever the processes
-        ranks = {name: gather_rows(torch.cat(batches))[order] for name, batches in self.test_ranks.items()}
+
+        def gathered(batches: list[torch.Tensor]) -> torch.Tensor:  # a process may have had no test batch
+            return gather_rows(torch.cat(batches) if batches else torch.zeros(0, dtype=torch.long))
+
+        order = gathered(self.test_users).argsort()  # the users in one order, whatever the processes
+        ranks = {name: gathered(batches)[order] for name, batches in self.test_ranks.items()}
         offline = {
             name: {
                 f"test_{key}": float(value)
