@@ -102,6 +102,7 @@ class LanguageModel(nn.Module):
     ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -110,6 +111,7 @@ class LanguageModel(nn.Module):
         self.name, self.pooling, self.max_length = name, pooling, max_length
         self.path = resolve_model_path(name)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        transformers_logging.disable_progress_bar()  # a local folder loads in well under a second: no bar
         self.model = AutoModel.from_pretrained(self.path, dtype=DTYPES[dtype])
         self.dim: int = self.model.config.hidden_size
         self.set_trainable_layers(fine_tune_layers)
