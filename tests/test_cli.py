@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from ddp_commands import on_two_processes
 
 from lightning_rec.cli import main
 
@@ -145,12 +144,9 @@ def test_print_config_resolves_interpolation(tmp_path, chain_csv, capsys):
 def test_ddp_on_two_cpu_processes_gives_the_single_process_test_metrics(tmp_path, chain_csv):
     """Real DDP (gloo, 2 processes): fit, then test the same checkpoint with 2 processes and with 1."""
     config = write_config(tmp_path / "c.yaml", chain_csv, tmp_path, epochs=3)
-    cli = [sys.executable, "-m", "lightning_rec.cli"]
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    subprocess.run(cli + ["fit", "-c", config] + ddp, check=True, timeout=300)
-    best = str(next(tmp_path.glob("csv/version_*/checkpoints/last.ckpt")))
-    subprocess.run(cli + ["test", "-c", config, "--ckpt_path", best] + ddp, check=True, timeout=300)
-    main(["test", "-c", config, "--ckpt_path", best])
+    last = str(tmp_path / "csv" / "version_0" / "checkpoints" / "last.ckpt")
+    on_two_processes(["fit", "-c", config], ["test", "-c", config, "--ckpt_path", last])
+    main(["test", "-c", config, "--ckpt_path", last])
     for key in ("test/ndcg@10", "test/recall@10", "test/mrr@20", "test/coverage@10"):
         two, one = logged(tmp_path, key)[-2:]
         assert two == pytest.approx(one, abs=1e-6), key

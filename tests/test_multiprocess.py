@@ -4,11 +4,9 @@ meta-training keep the processes' weights equal (their gradients are averaged ov
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
+from ddp_commands import on_two_processes
 from test_cli import logged
 from test_meta import write_group_dataset
 from test_policy import EVALUATION, FINE_TUNER, RECOMMENDER, SIMULATOR, with_categories, write_taste_dataset
@@ -34,7 +32,6 @@ trainer:
       init_args: {{dirpath: {out}, filename: last, monitor: null}}
     - trainers.RanksAgree
 """
-TWO = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
 
 def write_run(out, data: str, model: str, epochs: int = 1) -> str:
@@ -43,82 +40,92 @@ def write_run(out, data: str, model: str, epochs: int = 1) -> str:
     return str(out / "run.yaml")
 
 
-def on_two_processes(*argv: str) -> None:
-    env_path = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)}
-    command = [sys.executable, "-m", "lightning_rec.cli", *argv, *TWO]
-    subprocess.run(command, check=True, timeout=300, env={**__import__("os").environ, **env_path})
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("two")
-    taste = write_taste_dataset(root / "taste.csv", num_users=120)
-    data = with_categories(DATA.format(data=taste, batch_size=32), taste)
+def fit_checkpoints(root, data: str) -> dict[str, str]:
+    """A pretrained recommender and a simulator, one epoch each, on one process."""
     checkpoints = {}
     for name, model in (("pretrained", RECOMMENDER), ("simulator", SIMULATOR)):
         main(["fit", "-c", write_run(root / name, data, model)])
         checkpoints[name] = str(root / name / "last.ckpt")
-    return root, data, checkpoints
+    return checkpoints
 
 
-def test_simulator_validation_on_two_processes_is_the_one_process_validation(world):
-    root, data, checkpoints = world
-    config = write_run(root / "simulator-validate", data, SIMULATOR)
-    on_two_processes("validate", "-c", config, "--ckpt_path", checkpoints["simulator"])
-    main(["validate", "-c", config, "--ckpt_path", checkpoints["simulator"]])
-    for key in ("val/ndcg@10", "val/train/auc", "val/train/ece", "val/eval/ece", "val/eval/rating_rmse"):
-        two, one = logged(root / "simulator-validate", key)
-        assert two == pytest.approx(one, abs=1e-6), key
-
-
-def test_ppo_on_two_processes_then_the_evaluation_table_is_the_one_process_table(world):
-    """PPO's updates average the processes' gradients (RanksAgree); the evaluation plays its episodes
-    in chunks split over the processes and prints the same table as one process."""
-    root, data, checkpoints = world
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Every stage's two-process commands, in one launch: the simulator's validation, PPO fit, the
+    evaluation table of that policy, meta fit and meta-test."""
+    root = tmp_path_factory.mktemp("two")
+    taste = write_taste_dataset(root / "taste.csv", num_users=120)
+    data = with_categories(DATA.format(data=taste, batch_size=32), taste)
+    checkpoints = fit_checkpoints(root / "taste", data)
     settings = "epochs: 2, minibatch_users: 16, kl_coef: 0.01, entropy_coef: 0.0, credit: slate"
-    algorithm = f"{{class_path: lightning_rec.rl.PPO, init_args: {{{settings}}}}}"
-    model = FINE_TUNER.format(
+    ppo = FINE_TUNER.format(
         pretrained=checkpoints["pretrained"],
         simulator=checkpoints["simulator"],
-        algorithm=algorithm,
+        algorithm=f"{{class_path: lightning_rec.rl.PPO, init_args: {{{settings}}}}}",
         lr=0.003,
         supervised_coef=0.1,
     )
-    on_two_processes("fit", "-c", write_run(root / "ppo", data, model))
-    tables = []
-    for name in ("two", "one"):
-        out = root / f"evaluation-{name}"
-        evaluation = EVALUATION.format(
-            simulator=checkpoints["simulator"],
-            pretrained=checkpoints["pretrained"],
-            ppo=root / "ppo" / "last.ckpt",
-            out=out,
+    evaluation = {
+        name: write_run(
+            root / f"evaluation-{name}",
+            data,
+            EVALUATION.format(
+                simulator=checkpoints["simulator"],
+                pretrained=checkpoints["pretrained"],
+                ppo=root / "ppo" / "last.ckpt",
+                out=root / f"evaluation-{name}",
+            ),
         )
-        config = write_run(out, data, evaluation)
-        on_two_processes("test", "-c", config) if name == "two" else main(["test", "-c", config])
-        tables.append(pd.read_csv(out / "table.csv"))
-    pd.testing.assert_frame_equal(tables[0], tables[1], rtol=1e-6)
+        for name in ("two", "one")
+    }
+    groups = write_group_dataset(root / "groups.csv")
+    group_data = DATA.format(data=groups.path, batch_size=32).replace(
+        "rating_col: rating", f"item_path: {groups.item_path}"
+    )
+    group_checkpoints = fit_checkpoints(root / "groups", group_data)
+    meta = write_run(
+        root / "meta",
+        META_DATA.format(path=groups.path, items=groups.item_path),
+        META.format(pretrained=group_checkpoints["pretrained"], simulator=group_checkpoints["simulator"]),
+    )
+    meta_test = {
+        name: ["test", "-c", meta, "--ckpt_path", str(root / "meta" / "last.ckpt"), "--trainer.logger=false"]
+        + [f"--trainer.default_root_dir={root / f'meta-{name}'}"]
+        for name in ("two", "one")
+    }
+    simulator = write_run(root / "simulator-validate", data, SIMULATOR)
+    validate = ["validate", "-c", simulator, "--ckpt_path", checkpoints["simulator"]]
+    on_two_processes(
+        validate,
+        ["fit", "-c", write_run(root / "ppo", data, ppo)],
+        ["test", "-c", evaluation["two"]],
+        ["fit", "-c", meta],
+        meta_test["two"],
+    )
+    return {"root": root, "validate": validate, "evaluation": evaluation["one"], "meta_test": meta_test["one"]}
 
 
-def test_meta_training_on_two_processes_and_its_test_table(tmp_path):
-    """Meta-gradients averaged over the processes (RanksAgree); the meta-test NDCG table on two
-    processes is the one-process table (one of its loaders has a single task: one process gets none)."""
-    source = write_group_dataset(tmp_path / "groups.csv")
-    data = DATA.format(data=source.path, batch_size=32).replace("rating_col: rating", f"item_path: {source.item_path}")
-    checkpoints = []
-    for name, model in (("pretrained", RECOMMENDER), ("simulator", SIMULATOR)):
-        main(["fit", "-c", write_run(tmp_path / name, data, model)])
-        checkpoints.append(tmp_path / name / "last.ckpt")
-    meta_data = META_DATA.format(path=source.path, items=source.item_path)
-    model = META.format(pretrained=checkpoints[0], simulator=checkpoints[1])
-    config = write_run(tmp_path / "meta", meta_data, model)
-    on_two_processes("fit", "-c", config)
-    tables = []
-    for name in ("two", "one"):
-        argv = ["test", "-c", config, "--ckpt_path", str(tmp_path / "meta" / "last.ckpt")]
-        argv += [f"--trainer.default_root_dir={tmp_path / name}", "--trainer.logger=false"]
-        on_two_processes(*argv) if name == "two" else main(argv)
-        tables.append(pd.read_csv(tmp_path / name / "meta" / "meta_test.csv"))
+def test_simulator_validation_on_two_processes_is_the_one_process_validation(runs):
+    main(runs["validate"])
+    for key in ("val/ndcg@10", "val/train/auc", "val/train/ece", "val/eval/ece", "val/eval/rating_rmse"):
+        two, one = logged(runs["root"] / "simulator-validate", key)
+        assert two == pytest.approx(one, abs=1e-6), key
+
+
+def test_ppo_on_two_processes_then_the_evaluation_table_is_the_one_process_table(runs):
+    """PPO's updates averaged the processes' gradients (RanksAgree passed); the evaluation played its
+    episodes in chunks split over the processes and wrote the table one process writes."""
+    main(["test", "-c", runs["evaluation"]])
+    root = runs["root"]
+    two, one = (pd.read_csv(root / f"evaluation-{name}" / "table.csv") for name in ("two", "one"))
+    pd.testing.assert_frame_equal(two, one, rtol=1e-6)
+
+
+def test_meta_training_on_two_processes_and_its_test_table(runs):
+    """Meta-gradients averaged over the processes (RanksAgree passed); the meta-test NDCG table on two
+    processes is the one-process table (its held-out loader has one task: one process gets none)."""
+    main(runs["meta_test"])
+    tables = [pd.read_csv(runs["root"] / f"meta-{name}" / "meta" / "meta_test.csv") for name in ("two", "one")]
     two, one = (table[table.metric != "return"].reset_index(drop=True) for table in tables)
     assert set(two.tasks) == {"cold_start/k2", "segment/held_out"}
     pd.testing.assert_frame_equal(two, one, rtol=1e-6)
