@@ -3,13 +3,16 @@
 Lightning restores the weights, optimiser and loop counters from `--ckpt_path`; what it does not
 restore is randomness and the position inside an epoch. Two pieces close that gap:
 
-- `ShuffledLoader`: the training order and any randomness of the data pipeline (masking, task
-  sampling) are functions of (seed, epoch, batch), drawn apart from the training RNG, so a resumed
-  run sees the same batches and skips the ones a mid-epoch checkpoint had already trained on.
+- `ShuffledLoader`: the training order and any randomness of the data pipeline (the meta stage's
+  task sampling) are functions of (seed, epoch, batch), drawn apart from the training RNG, so a
+  resumed run sees the same batches and skips the ones a mid-epoch checkpoint had already trained on.
 - `RandomState` (on every CLI Trainer): checkpoints carry the global RNGs and the stage's own
   generators (`random_generators()`: a policy's sampling, a simulator's dice) and a resumed run
   restores them when training starts; validation during fit runs on a copy of them, so how often a
   run validates never changes what it trains on.
+
+A resumed run is bit-identical on one process. Under DDP the checkpoint holds the first process's
+RNGs, and every process resumes with them.
 """
 
 from __future__ import annotations
