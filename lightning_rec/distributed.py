@@ -59,7 +59,9 @@ def most(count: int) -> int:
 
 def average_gradients(parameters) -> None:
     """Each parameter's .grad replaced by its mean over the processes (what DDP's backward does, for
-    stages that backpropagate outside it); a parameter without a gradient counts as zero."""
+    stages that backpropagate outside it). A parameter without a gradient counts as zero, so every
+    process reduces the same set; an optimiser with momentum then still moves it, where one process
+    would have skipped it."""
     if world()[1] == 1:
         return
     for parameter in parameters:
