@@ -42,13 +42,16 @@ def use_wandb_offline_without_key() -> None:
 class RecommenderCLI(LightningCLI):
     """Every stage is a LightningModule chosen by `model.class_path`; data is a SequenceDataModule.
     Every Trainer also gets `StopOnNonFinite` and `resume.RandomState` (persistent callbacks: added to
-    the recipe's own)."""
+    the recipe's own), and torch's deterministic kernels where it has them (`deterministic: warn`):
+    without them two runs on several busy threads drift apart in their last bits, likely the CPU
+    kernels that accumulate with atomic adds (docs/quickstart.md). A recipe may still say otherwise."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         defaults = kwargs.setdefault("trainer_defaults", {})
         defaults["callbacks"] = [*defaults.get("callbacks", []), StopOnNonFinite(), RandomState()]
+        defaults.setdefault("deterministic", "warn")
         with warnings.catch_warnings():  # args given are ours (main, recommend), not mixed up with sys.argv
             warnings.filterwarnings("ignore", message=".*args parameter is intended")
             super().__init__(

@@ -35,7 +35,6 @@ model:
 trainer:
   accelerator: cpu
   max_epochs: {epochs}
-  deterministic: true
   default_root_dir: {out}
   enable_progress_bar: false
   enable_model_summary: false
