@@ -457,6 +457,17 @@ def test_environment_plays_each_segment_with_its_own_members_and_evaluates_repro
     rows = environment.task_rows("eval", cold)
     assert torch.equal(rows, environment.simulators["eval"].allowed[cold.user])
     assert loop.returns(loop.adapt(cold), cold).shape == (int(rows.sum()), 1)
+    # keyed dice: a task's greedy episodes do not depend on the other tasks of its batch (nor on process count)
+    keyed, _ = environment._players("eval", tasks, None)
+    assert (dm.assignment[keyed] == dm.held_out[0]).all() and torch.equal(
+        keyed, environment._players("eval", tasks, None)[0]
+    )
+    played = cold.apply(lambda t: t[rows])
+    whole = loop.returns(loop.adapt(played), played)
+    assert len(played) >= 2
+    middle = len(played) // 2
+    halves = [played.apply(lambda t, part=part: t[part]) for part in (slice(0, middle), slice(middle, None))]
+    assert torch.equal(whole, torch.cat([loop.returns(loop.adapt(half), half) for half in halves]))
 
 
 def test_reinforce_loss_raises_the_log_probability_of_slates_with_positive_advantage(groups_source, simulator_path):

@@ -184,6 +184,33 @@ def test_click_probabilities_are_probabilities(fitted):
     )
 
 
+def test_keyed_dice_follow_the_click_probabilities_and_depend_on_the_episode_alone(fitted):
+    """Keyed clicks (`reset(..., dice=keys)`) invert each row's CDF at keyed_uniform(seed, key, step):
+    their frequencies are the choice probabilities, and an episode's clicks stay the same whatever
+    other episodes share its batch."""
+    env, _ = environment(fitted)
+    user = env.users[:1].expand(20_000)
+    state = env.reset(user)
+    successor = state.history[:, -1:] % env.num_items + 1
+    slate = torch.cat([successor, successor % env.num_items + 1], 1)
+    # the chain's successor (and the item after it) against a no-click as likely: dice decide
+    env, _ = environment(fitted, no_click_utility=env._utilities(slate)[0][0].max().item())
+    env.seed(3)
+    state = env.reset(user, dice=torch.arange(len(user)))
+    probs = env.click_probabilities(slate)[0]
+    assert 0.2 < probs[-1] < 0.8
+    clicks, _, _ = env.step(slate)
+    shares = torch.cat([clicks.float().mean(0), (~clicks.any(1)).float().mean(0, keepdim=True)])
+    torch.testing.assert_close(shares, probs, atol=0.015, rtol=0)
+    assert state.dice is not None
+
+    env.seed(3)
+    env.reset(user[:500], dice=torch.arange(1000, 1500))
+    assert torch.equal(env.step(slate[:500])[0], clicks[1000:1500])  # the same keys alone: the same clicks
+    with pytest.raises(ValueError, match="one key per episode"):
+        env.reset(user[:5], dice=torch.arange(3))
+
+
 def test_the_chain_successor_is_clicked_far_more_than_a_random_item(fitted):
     env, dm = environment(fitted)
     state = env.reset(env.users)

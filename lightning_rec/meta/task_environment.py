@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from lightning_rec.distributed import keyed_uniform
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.rl.agents import HistoryAgent
 from lightning_rec.rl.behaviour import UserBehaviour
@@ -94,9 +95,10 @@ class TaskEnvironment:
         return torch.where(tasks.user >= 0, allowed[tasks.user.clamp(min=0)], has_members[tasks.segment + 1])
 
     def _players(
-        self, name: str, tasks: TaskBatch, generator: torch.Generator
+        self, name: str, tasks: TaskBatch, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Users [T, U] to play each task and where their episodes start (None: after training)."""
+        """Users [T, U] to play each task and where their episodes start (None: after training). A
+        segment's players are drawn by `generator`, or (None) from keyed dice of (seed, segment, player)."""
         if (tasks.user >= 0).all():
             return tasks.user.unsqueeze(1), tasks.start.unsqueeze(1)
         if (tasks.segment < 0).any():
@@ -105,22 +107,30 @@ class TaskEnvironment:
             raise ValueError(f"some segments of {tasks.name!r} have no users in the {name!r} simulator")
         members = self.members[name]
         weights = (self.assignment[members].unsqueeze(0) == tasks.segment.unsqueeze(1)).float()  # [T, members]
-        return members[torch.multinomial(weights, self.episodes, replacement=True, generator=generator)], None
+        if generator is not None:
+            return members[torch.multinomial(weights, self.episodes, replacement=True, generator=generator)], None
+        cdf = weights.cumsum(1)
+        uniform = keyed_uniform(self.seed, tasks.segment.unsqueeze(1), torch.arange(self.episodes))  # [T, U]
+        picks = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+        return members[picks.clamp(max=len(members) - 1)], None
 
     def play(self, name: str, tasks: TaskBatch, act: Callable[[torch.Tensor], torch.Tensor], explore: bool) -> Episodes:
         """Run one episode per player, task after task (rows [T * U]; `by_task` views them [T, U]);
         `act(histories [T, U, H]) -> scores [T, U, N + 1]`.
 
-        Greedy (evaluation) episodes reuse the same players and simulator randomness every time, so
-        two policies, or one policy before and after adaptation, are compared on the same users and
-        the same dice; exploring episodes draw fresh ones."""
+        Greedy (evaluation) episodes play on keyed dice: a task's players and clicks are a function of
+        the seed, the task and the player's index, so two policies, or one policy before and after
+        adaptation, meet the same users and the same dice, whatever other tasks share the batch (and
+        so however many processes share the test). Exploring episodes draw fresh ones."""
         simulator = self.simulators[name]
-        generator = self.generator
-        if not explore:
-            generator = torch.Generator().manual_seed(self.seed)
-            simulator.seed(self.seed)
+        generator = self.generator if explore else None
         users, starts = self._players(name, tasks, generator)
         t, u = users.shape
+        dice = None
+        if not explore:
+            simulator.seed(self.seed)
+            task_key = torch.where(tasks.user >= 0, 2 * tasks.user, 2 * tasks.segment + 1)  # [T]: which task
+            dice = (task_key.unsqueeze(1) * u + torch.arange(u)).flatten()
         agent = HistoryAgent(lambda histories: act(histories.view(t, u, -1)).flatten(0, 1), self.temperature)
         positions = None if starts is None else starts.flatten()
-        return rollout(simulator, agent, users.flatten(), positions, self.slate_size, explore, generator)
+        return rollout(simulator, agent, users.flatten(), positions, self.slate_size, explore, generator, dice)

@@ -172,9 +172,17 @@ class UserBehaviour:
         no_click = torch.full_like(utilities[:, :1], self.no_click_utility).masked_fill(nothing, 0.0)
         return torch.softmax(torch.cat([utilities, no_click], dim=1), dim=1)
 
-    def choose(self, probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sampled slate position each user clicks [B], -1 for no click, from `choice_probabilities`."""
-        choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    def choose(
+        self, probs: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Sampled slate position each user clicks [B], -1 for no click, from `choice_probabilities`:
+        drawn by `generator`, or (given `uniform`, [B] floats in [0, 1)) by inverting each row's CDF."""
+        if uniform is None:
+            choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            cdf = probs.cumsum(1)
+            choice = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+            choice = choice.clamp(max=probs.shape[1] - 1)
         return torch.where(choice == probs.shape[1] - 1, -1, choice)
 
     def satisfaction(

@@ -74,12 +74,13 @@ def rollout(
     slate_size: int = 10,
     sample: bool = False,
     generator: torch.Generator | None = None,
+    dice: torch.Tensor | None = None,
 ) -> Episodes:
     """Play one episode per user: the agent's scores, masked for padding, items the environment
     cannot show (`env.available`) and consumed and already shown items (not in the FreeB mode, where
     repeats are allowed), give a slate by the agent's `select` (top-K) or, with `sample`, by drawing
-    K items without replacement."""
-    state = env.reset(users, positions)
+    K items without replacement. `dice`: per-episode keys of the environment's clicks (`UserSimulator.reset`)."""
+    state = env.reset(users, positions, dice)
     check_slate_size(slate_size, state.consumed.shape[1] - 1)
     agent.start(state)
     masks_repeats = env.behaviour.masks_repeats  # FreeB: only padding (and unavailable items) masked

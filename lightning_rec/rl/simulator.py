@@ -17,6 +17,7 @@ import torch
 
 from lightning_rec.data.datasets import gather_windows
 from lightning_rec.data.preprocess import SequenceData
+from lightning_rec.distributed import keyed_uniform
 from lightning_rec.rl.behaviour import UserBehaviour, remember
 from lightning_rec.rl.response_model import ResponseModel
 from lightning_rec.rl.reward_matrix import MatrixResponse
@@ -37,6 +38,7 @@ class SimulatorState:
     steps: int = 0
     temper: torch.Tensor | None = None  # FloatTensor[B], under a behaviour with a temper
     recent: torch.Tensor | None = None  # LongTensor[B, window]: the quit rule's last categories, newest last
+    dice: torch.Tensor | None = None  # LongTensor[B]: keys of each row's own clicks (see UserSimulator.reset)
 
 
 class UserSimulator:
@@ -92,12 +94,19 @@ class UserSimulator:
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
+        self.dice_seed = seed
 
     @torch.no_grad()
-    def reset(self, users: torch.Tensor, positions: torch.Tensor | None = None) -> SimulatorState:
+    def reset(
+        self, users: torch.Tensor, positions: torch.Tensor | None = None, dice: torch.Tensor | None = None
+    ) -> SimulatorState:
         """Start one episode per user right after `positions` (events within each user's sequence;
-        default: the end of their training history)."""
+        default: the end of their training history). With `dice` (LongTensor [B] of keys), row b's
+        clicks are drawn from `keyed_uniform(seed, dice[b], step)` instead of the generator: an episode's
+        dice then depend on its key alone, not on which other episodes share the batch."""
         users = users.to(self.device)
+        if dice is not None and dice.shape != users.shape:
+            raise ValueError(f"dice has shape {tuple(dice.shape)}, users {tuple(users.shape)}: one key per episode")
         if not self.allowed[users].all():
             bad = users[~self.allowed[users]][:5].tolist()
             raise ValueError(f"users {bad} are not simulated by this environment (see UserSimulator.users)")
@@ -124,6 +133,7 @@ class UserSimulator:
             left=false.clone(),
             temper=None if temper is None else torch.full((len(users),), temper.initial, device=self.device),
             recent=None if quit is None else torch.zeros(len(users), quit.window, dtype=torch.long, device=self.device),
+            dice=None if dice is None else dice.to(self.device),
         )
         return self.state
 
@@ -141,7 +151,11 @@ class UserSimulator:
             raise RuntimeError("call reset(users) before step(slates)")
         utilities, clickable, repeats = self._utilities(slates)
         probs = behaviour.choice_probabilities(utilities, clickable)
-        choice = behaviour.choose(probs, self.generator)
+        if state.dice is None:
+            choice = behaviour.choose(probs, self.generator)
+        else:
+            step = torch.tensor(state.steps, device=self.device)
+            choice = behaviour.choose(probs, uniform=keyed_uniform(self.dice_seed, state.dice, step))
         clicked = choice >= 0
         item = slates.gather(1, choice.clamp(min=0).unsqueeze(1)).squeeze(1) * clicked
         rating = self.model.rating(state.response, item.unsqueeze(1)).squeeze(1) if self.model.has_ratings else None
