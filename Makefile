@@ -29,8 +29,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q uv
+	$(PY) -m pip install -qq $(TORCH_INDEX) "$(TORCH_SPEC)"  # -qq: errors only, not a pip config's index warnings
+	$(PY) -m pip install -qq uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[test]"
 	touch $@
 

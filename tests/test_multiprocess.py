@@ -10,33 +10,18 @@ from ddp_commands import on_two_processes
 from test_cli import logged
 from test_meta import write_group_dataset
 from test_policy import EVALUATION, FINE_TUNER, RECOMMENDER, SIMULATOR, with_categories, write_taste_dataset
-from test_resume import DATA, META, META_DATA
+from test_resume import META, META_DATA
+from trainers import INTERACTIONS, run_config
 
 from lightning_rec.cli import main
 
-RUN = """
-seed_everything: 0
-data:
-  {data}
-model:
-  {model}
-trainer:
-  accelerator: cpu
-  max_epochs: {epochs}
-  default_root_dir: {out}
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {out}, name: csv}}}}
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {out}, filename: last, monitor: null}}
-    - trainers.RanksAgree
-"""
+CSV_LOGGER = "{{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {out}, name: csv}}}}"
 
 
 def write_run(out, data: str, model: str, epochs: int = 1) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.yaml").write_text(RUN.format(data=data, model=model, epochs=epochs, out=out))
+    logger = CSV_LOGGER.format(out=out)
+    (out / "run.yaml").write_text(run_config(data, model, out, epochs, logger, callbacks="    - trainers.RanksAgree\n"))
     return str(out / "run.yaml")
 
 
@@ -55,7 +40,7 @@ def runs(tmp_path_factory) -> dict:
     evaluation table of that policy, meta fit and meta-test."""
     root = tmp_path_factory.mktemp("two")
     taste = write_taste_dataset(root / "taste.csv", num_users=120)
-    data = with_categories(DATA.format(data=taste, batch_size=32), taste)
+    data = with_categories(INTERACTIONS.format(data=taste, batch_size=32), taste)
     checkpoints = fit_checkpoints(root / "taste", data)
     settings = "epochs: 2, minibatch_users: 16, kl_coef: 0.01, entropy_coef: 0.0, credit: slate"
     ppo = FINE_TUNER.format(
@@ -79,7 +64,7 @@ def runs(tmp_path_factory) -> dict:
         for name in ("two", "one")
     }
     groups = write_group_dataset(root / "groups.csv")
-    group_data = DATA.format(data=groups.path, batch_size=32).replace(
+    group_data = INTERACTIONS.format(data=groups.path, batch_size=32).replace(
         "rating_col: rating", f"item_path: {groups.item_path}"
     )
     group_checkpoints = fit_checkpoints(root / "groups", group_data)

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from trainers import quiet_trainer
+from trainers import INTERACTIONS, quiet_trainer, run_config
 
 from lightning_rec.data import ItemCatalog
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
@@ -153,28 +153,6 @@ def test_episode_slots_fill_left_to_right_and_the_step_states_are_one_pass_over_
 # shows high items only.
 LOW, NUM_ITEMS = 30, 60
 
-PRETRAIN = """
-seed_everything: 0
-data:
-  class_path: lightning_rec.data.SequenceDataModule
-  init_args:
-    source: {{class_path: lightning_rec.data.sources.InteractionFile, init_args: {{path: {data}, rating_col: rating}}}}
-    max_len: 12
-    batch_size: {batch_size}
-    cache_dir: null
-model:
-  {model}
-trainer:
-  accelerator: cpu
-  max_epochs: {epochs}
-  default_root_dir: {out}
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {out}, filename: last, monitor: null}}
-"""
 RECOMMENDER = """class_path: lightning_rec.stages.SequentialRecommender
   init_args:
     item_encoder: {class_path: lightning_rec.encoders.IDItemEncoder, init_args: {dim: 16}}
@@ -224,7 +202,7 @@ def run_cli(out, data, model: str, epochs: int, batch_size: int = 32) -> str:
 
     out.mkdir(parents=True, exist_ok=True)
     config = out / "config.yaml"
-    config.write_text(PRETRAIN.format(data=data, model=model, epochs=epochs, out=out, batch_size=batch_size))
+    config.write_text(run_config(INTERACTIONS.format(data=data, batch_size=batch_size), model, out, epochs))
     main(["fit", "-c", str(config)])
     return str(out / "last.ckpt")
 
@@ -438,7 +416,7 @@ def test_ppo_learns_the_session_head_from_reward_where_users_quit_on_repeated_ca
     head = "{class_path: lightning_rec.rl.CategoryRecency, init_args: {windows: [1, 2, 4], lr: 0.1}}"
     model += f"\n    session_head: {head}"
     config = out / "config.yaml"
-    recipe = PRETRAIN.format(data=data, model=model, epochs=10, out=out, batch_size=512)
+    recipe = run_config(INTERACTIONS.format(data=data, batch_size=512), model, out, 10)
     config.write_text(with_categories(recipe, data))
     main(["fit", "-c", str(config)])
     session = trained_session(str(out / "last.ckpt"))
@@ -556,7 +534,7 @@ def test_evaluation_table_ranks_the_policies_per_mode_and_writes_its_files(world
     out.mkdir()
     config = out / "config.yaml"
     model = EVALUATION.format(simulator=simulator, pretrained=pretrained, ppo=ppo_checkpoint, out=out)
-    config.write_text(with_categories(PRETRAIN.format(data=data, model=model, epochs=1, out=out, batch_size=32), data))
+    config.write_text(with_categories(run_config(INTERACTIONS.format(data=data, batch_size=32), model, out, 1), data))
     main(["test", "-c", str(config)])
     table = pd.read_csv(out / "table.csv")
     assert list(table.columns[:8]) == [

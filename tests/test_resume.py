@@ -14,35 +14,13 @@ import pytest
 import torch
 from test_meta import write_group_dataset
 from test_policy import FINE_TUNER, RECOMMENDER, SIMULATOR, write_taste_dataset
-from trainers import Crash
+from trainers import INTERACTIONS, Crash, run_config
 
 from lightning_rec.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = """class_path: lightning_rec.data.SequenceDataModule
-  init_args:
-    source: {{class_path: lightning_rec.data.sources.InteractionFile, init_args: {{path: {data}, rating_col: rating}}}}
-    max_len: 12
-    batch_size: {batch_size}
-    cache_dir: null"""
-RUN = """
-seed_everything: 0
-data:
-  {data}
-model:
-  {model}
-trainer:
-  accelerator: cpu
-  max_epochs: {epochs}
-  default_root_dir: {out}
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {out}, filename: last, monitor: null}}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+IN_EPOCH = """    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {out}, filename: last-in-epoch, every_n_train_steps: {every}}}
 """
 CRASH = """
@@ -53,7 +31,7 @@ CRASH = """
 
 def write_run(out: Path, data: str, model: str, epochs: int, every: int, crash: int | None = None, kill=False) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    text = RUN.format(data=data, model=model, epochs=epochs, out=out, every=every)
+    text = run_config(data, model, out, epochs, callbacks=IN_EPOCH.format(out=out, every=every))
     if crash is not None:
         text += CRASH.format(batch=crash, kill=str(kill).lower())
     config = out / ("crash.yaml" if crash is not None else "run.yaml")
@@ -111,13 +89,13 @@ def test_pretraining_resumes_mid_epoch_as_if_never_stopped(taste, tmp_path, kill
     """Dropout on: killed after batch 11 (in the second epoch), resumed from the checkpoint of batch 9."""
     _, data = taste
     crash_and_resume(
-        tmp_path, DATA.format(data=data, batch_size=16), RECOMMENDER, epochs=3, every=3, crash=11, kill=kill
+        tmp_path, INTERACTIONS.format(data=data, batch_size=16), RECOMMENDER, epochs=3, every=3, crash=11, kill=kill
     )
 
 
 def test_simulator_training_resumes_mid_epoch_as_if_never_stopped(taste, tmp_path):
     _, data = taste
-    crash_and_resume(tmp_path, DATA.format(data=data, batch_size=16), SIMULATOR, epochs=2, every=3, crash=10)
+    crash_and_resume(tmp_path, INTERACTIONS.format(data=data, batch_size=16), SIMULATOR, epochs=2, every=3, crash=10)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +103,13 @@ def taste_checkpoints(taste) -> tuple[str, str]:
     root, data = taste
     checkpoints = []
     for name, model in (("pretrained", RECOMMENDER), ("simulator", SIMULATOR)):
-        main(["fit", "-c", write_run(root / name, DATA.format(data=data, batch_size=32), model, epochs=1, every=100)])
+        main(
+            [
+                "fit",
+                "-c",
+                write_run(root / name, INTERACTIONS.format(data=data, batch_size=32), model, epochs=1, every=100),
+            ]
+        )
         checkpoints.append(str(root / name / "last.ckpt"))
     return tuple(checkpoints)
 
@@ -143,7 +127,7 @@ def test_ppo_resumes_mid_epoch_with_its_policy_and_simulator_dice(taste, taste_c
         lr=0.003,
         supervised_coef=0.1,
     )
-    crash_and_resume(tmp_path, DATA.format(data=data, batch_size=32), model, epochs=2, every=8, crash=5)
+    crash_and_resume(tmp_path, INTERACTIONS.format(data=data, batch_size=32), model, epochs=2, every=8, crash=5)
 
 
 META_DATA = """class_path: lightning_rec.meta.MetaDataModule
@@ -180,7 +164,9 @@ def test_meta_training_resumes_mid_epoch_with_its_tasks_and_episodes(tmp_path):
     """Cold-start and segment tasks (drawn at random by their datasets) and policy-gradient inner
     loops played in the simulator: all of it resumes where it stopped."""
     source = write_group_dataset(tmp_path / "groups.csv")
-    data = DATA.format(data=source.path, batch_size=32).replace("rating_col: rating", f"item_path: {source.item_path}")
+    data = INTERACTIONS.format(data=source.path, batch_size=32).replace(
+        "rating_col: rating", f"item_path: {source.item_path}"
+    )
     checkpoints = []
     for name, model in (("pretrained", RECOMMENDER), ("simulator", SIMULATOR)):
         main(["fit", "-c", write_run(tmp_path / name, data, model, epochs=1, every=100)])

@@ -15,6 +15,38 @@ def quiet_trainer(**overrides) -> L.Trainer:
     return L.Trainer(**{**QUIET, **overrides})
 
 
+# The data block of a CLI run over an interaction CSV with ratings (`data`: its path).
+INTERACTIONS = """class_path: lightning_rec.data.SequenceDataModule
+  init_args:
+    source: {{class_path: lightning_rec.data.sources.InteractionFile, init_args: {{path: {data}, rating_col: rating}}}}
+    max_len: 12
+    batch_size: {batch_size}
+    cache_dir: null"""
+RUN = """
+seed_everything: 0
+data:
+  {data}
+model:
+  {model}
+trainer:
+  accelerator: cpu
+  max_epochs: {epochs}
+  default_root_dir: {out}
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger: {logger}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {out}, filename: last, monitor: null}}
+"""
+
+
+def run_config(data: str, model: str, out, epochs: int, logger: str = "false", callbacks: str = "") -> str:
+    """The YAML of a silent CLI run of `model` on `data` (YAML blocks) that keeps `out/last.ckpt`;
+    `callbacks`: more list items, each a line `    - ...` (and its own indented lines)."""
+    return RUN.format(data=data, model=model, out=out, epochs=epochs, logger=logger) + callbacks
+
+
 class Crash(RuntimeError):
     """What `CrashAt` raises: a run dying mid-epoch."""
 
