@@ -27,9 +27,10 @@ SESSION := configs/session/ml-latest-small-nx0.yaml
 
 setup: $(VENV)/.installed
 
+# pip -qq: errors only (a machine's pip configuration may warn about every index folder it lacks).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -qq $(TORCH_INDEX) "$(TORCH_SPEC)"  # -qq: errors only, not a pip config's index warnings
+	$(PY) -m pip install -qq $(TORCH_INDEX) "$(TORCH_SPEC)"
 	$(PY) -m pip install -qq uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[test]"
 	touch $@
