@@ -35,11 +35,14 @@ SESSION := configs/session/ml-latest-small-nx0.yaml
 setup: $(VENV)/.installed
 
 # pip -qq: errors only (a machine's pip configuration may warn about every index folder it lacks).
+# uv --compile-bytecode: uv, unlike pip, leaves .py files uncompiled, and with PYTHONDONTWRITEBYTECODE set
+# (as on CI) every process then recompiles lightning, transformers, scipy... from source:
+# `lightning-rec --help` 18.7 s without, 9.1 s with; setup about 35 s longer.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq $(TORCH_INDEX) "$(TORCH_SPEC)"
 	$(PY) -m pip install -qq uv
-	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[test]"
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e ".[test]"
 	touch $@
 
 # The pipeline on the bundled ml-latest-small: encode item text -> hybrid SASRec -> test and recommend
