@@ -79,6 +79,15 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
+def inverse_cdf(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Draws from each row of non-negative `weights` [R, C] given uniform [0, 1) floats [R, U]: the
+    column index [R, U] where uniform * row total falls in the row's CDF. With `keyed_uniform`, a
+    multinomial draw that depends on its keys alone."""
+    cdf = weights.cumsum(1)
+    picks = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+    return picks.clamp(max=weights.shape[1] - 1)
+
+
 def keyed_uniform(seed: int, *keys: torch.Tensor) -> torch.Tensor:
     """Uniform [0, 1) floats, one per element of the broadcast integer `keys`, from the splitmix64
     hash of (seed, keys): reproducible element by element, unlike a generator's stream."""

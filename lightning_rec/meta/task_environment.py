@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from lightning_rec.distributed import keyed_uniform
+from lightning_rec.distributed import inverse_cdf, keyed_uniform
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.rl.agents import HistoryAgent
 from lightning_rec.rl.behaviour import UserBehaviour
@@ -109,10 +109,8 @@ class TaskEnvironment:
         weights = (self.assignment[members].unsqueeze(0) == tasks.segment.unsqueeze(1)).float()  # [T, members]
         if generator is not None:
             return members[torch.multinomial(weights, self.episodes, replacement=True, generator=generator)], None
-        cdf = weights.cumsum(1)
         uniform = keyed_uniform(self.seed, tasks.segment.unsqueeze(1), torch.arange(self.episodes))  # [T, U]
-        picks = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
-        return members[picks.clamp(max=len(members) - 1)], None
+        return members[inverse_cdf(weights, uniform)], None
 
     def play(self, name: str, tasks: TaskBatch, act: Callable[[torch.Tensor], torch.Tensor], explore: bool) -> Episodes:
         """Run one episode per player, task after task (rows [T * U]; `by_task` views them [T, U]);

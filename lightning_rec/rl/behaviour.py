@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from lightning_rec.distributed import inverse_cdf
+
 Mode = Literal["patience", "FreeB", "NX_0", "NX_X"]
 MODES = ("patience", "FreeB", "NX_0", "NX_X")
 
@@ -180,9 +182,7 @@ class UserBehaviour:
         if uniform is None:
             choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         else:
-            cdf = probs.cumsum(1)
-            choice = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-            choice = choice.clamp(max=probs.shape[1] - 1)
+            choice = inverse_cdf(probs, uniform.unsqueeze(1)).squeeze(1)
         return torch.where(choice == probs.shape[1] - 1, -1, choice)
 
     def satisfaction(
