@@ -26,6 +26,7 @@ from lightning_rec.rl import ResponseModel, UserBehaviour
 from lightning_rec.rl.agents import RandomAgent, RecommenderAgent
 from lightning_rec.rl.rollout import rollout
 from lightning_rec.rl.simulator_artifact import CHECKPOINT_KEY, load_simulators, simulator_entry
+from lightning_rec.stages.fine_tuning import trained_session
 from lightning_rec.stages.pretraining import load_recommender
 
 HEADER = "user,item,timestamp\n"
@@ -204,6 +205,14 @@ def test_a_missing_checkpoint_is_named(world, tmp_path):
     missing = tmp_path / "none.ckpt"
     err = world.fails(["test", "-c", world.config, "--ckpt_path", str(missing)], tmp_path)
     assert err == f"lightning-rec: error: {missing}: checkpoint not found\n"
+
+
+def test_a_missing_policy_checkpoint_of_the_rl_table_is_named(tmp_path):
+    """`policies` of the RL evaluation are read for the session they were trained under: a wrong path
+    is a DataError naming it (it was a FileNotFoundError traceback from inside torch.load)."""
+    missing = tmp_path / "ppo" / "last.ckpt"
+    with pytest.raises(DataError, match=f"^{missing}: checkpoint not found$"):
+        trained_session(str(missing))
 
 
 def test_a_truncated_checkpoint_is_refused(world, tmp_path):

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from lightning_rec.checkpoints import read_checkpoint
 from lightning_rec.distributed import average_gradients, most, world
 from lightning_rec.metrics import ranking_metrics
 from lightning_rec.rl.agents import RecommenderAgent
@@ -33,7 +34,7 @@ SESSION_DEFAULTS = {"behaviour": None, "slate_size": 10, "context_len": 30}  # N
 def trained_session(path: str) -> dict | None:
     """{behaviour, slate_size, context_len} a PolicyFineTuner checkpoint was trained under (what its
     evaluation must play), or None when the checkpoint is not a fine-tuned policy's."""
-    return torch.load(path, map_location="cpu", weights_only=False).get(SESSION_KEY)
+    return read_checkpoint(path).get(SESSION_KEY)
 
 
 class PolicyFineTuner(L.LightningModule):
