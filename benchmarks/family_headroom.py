@@ -48,16 +48,29 @@ def behaviour_of(options: dict) -> UserBehaviour:
     return UserBehaviour(**options)
 
 
-def family_of(environments: dict, role: str) -> list[UserBehaviour]:
-    """The behaviours of `role`'s environments, in the file's order."""
-    return [behaviour for (entry_role, _), behaviour in environments.items() if entry_role == role]
-
-
 def returns_by_penalty(simulators, role, behaviour, agents, users, slate_size, seed) -> torch.Tensor:
-    """[penalties, episodes]: each episode's return for each penalty's agent in `role`'s simulator."""
+    """[penalties, episodes]: each episode's return for each penalty's agent in `role`'s simulator,
+    switched to `behaviour` (one response model, read once, plays every environment)."""
     env = simulators[role]
     env.behaviour = behaviour
     return torch.stack([play_in_chunks(env, agent, users, slate_size, seed).rewards.sum(1) for agent in agents])
+
+
+def headroom(returns: torch.Tensor, pooled: int, penalties: list[float]) -> dict:
+    """One environment's row from its returns [penalties, episodes]: the penalty tuned there against
+    the pooled one, their ratio with its paired SE, and the mean return of every penalty."""
+    means = returns.mean(1)
+    tuned = int(means.argmax())
+    ratio, se = paired_ratio(returns[tuned], returns[pooled])
+    return {
+        "tuned penalty": penalties[tuned],
+        "R_tra tuned": float(means[tuned]),
+        "pooled penalty": penalties[pooled],
+        "R_tra pooled": float(means[pooled]),
+        "tuned / pooled": ratio,
+        "se": se,
+        "R_tra by penalty": " ".join(f"{value:.2f}" for value in means.tolist()),
+    }
 
 
 def main() -> None:
@@ -76,12 +89,12 @@ def main() -> None:
     data.prepare_data()
     data.setup("fit")
     environments = {
-        (role, name): behaviour_of(options) for role in ("train", "held_out") for name, options in family[role].items()
+        role: {name: behaviour_of(options) for name, options in family[role].items()} for role in ("train", "held_out")
     }
-    longest = max(behaviour.max_steps for behaviour in environments.values())
-    first = next(iter(environments.values()))
+    behaviours = [behaviour for entries in environments.values() for behaviour in entries.values()]
+    longest = max(behaviour.max_steps for behaviour in behaviours)
     simulators = load_simulators(
-        args.simulator, data.data, data.split.train_end, first, seed, categories=data.catalog.categories
+        args.simulator, data.data, data.split.train_end, behaviours[0], seed, categories=data.catalog.categories
     )
     recommender = load_recommender(args.supervised).eval()
     penalties = family["penalties"]
@@ -91,29 +104,15 @@ def main() -> None:
     ]
     played = {role: simulators[role].users.repeat(args.episodes) for role in ("train", "eval")}
     train_share = []
-    for behaviour in family_of(environments, "train"):
+    for behaviour in environments["train"].values():
         means = returns_by_penalty(simulators, "train", behaviour, agents, played["train"], slate_size, seed).mean(1)
         train_share.append(means / means.max())
     pooled = int(torch.stack(train_share).mean(0).argmax())
     rows = []
-    for (role, name), behaviour in environments.items():
-        returns = returns_by_penalty(simulators, "eval", behaviour, agents, played["eval"], slate_size, seed)
-        means = returns.mean(1)
-        tuned = int(means.argmax())
-        ratio, se = paired_ratio(returns[tuned], returns[pooled])
-        rows.append(
-            {
-                "role": role,
-                "environment": name,
-                "tuned penalty": penalties[tuned],
-                "R_tra tuned": float(means[tuned]),
-                "pooled penalty": penalties[pooled],
-                "R_tra pooled": float(means[pooled]),
-                "tuned / pooled": ratio,
-                "se": se,
-                "R_tra by penalty": " ".join(f"{value:.2f}" for value in means.tolist()),
-            }
-        )
+    for role, entries in environments.items():
+        for name, behaviour in entries.items():
+            returns = returns_by_penalty(simulators, "eval", behaviour, agents, played["eval"], slate_size, seed)
+            rows.append({"role": role, "environment": name, **headroom(returns, pooled, penalties)})
     print(
         f"category-spread penalties {penalties}; pooled penalty {penalties[pooled]} (train simulator); "
         f"eval simulator, {len(simulators['eval'].users)} users x {args.episodes} episodes, slates of {slate_size}"
