@@ -161,6 +161,24 @@ def test_freeb_allows_repeats_and_nx_0_forbids_them_without_charging_patience():
     assert rewards.tolist() == [[0, 0, 0, 0]] and ended.tolist() == [4] and not left.any()  # no patience to lose
 
 
+def test_variety_rewards_a_change_of_category_and_depth_a_repeat_of_it():
+    categories = CATEGORIES.clone()
+    categories[8] = 0  # item 8 without a category
+    slates = [
+        [1, 4, 5, 8, 6, 2],  # categories 1, 2, 2, none, 2, 1
+        [1, 0, 2, 7, 0, 3],  # 1, no click, 1, 3, no click, 1
+    ]
+    seeking, deep, plain = (
+        play(UserBehaviour(mode="NX_X", max_steps=6, no_click_utility=SURE_CLICK, variety=v), slates, categories)[1]
+        for v in (0.5, -1.0, 0.0)
+    )
+    # the first click earns 1; then (1 + variety) in a new category, (1 - variety) in the same one; item 8
+    # earns 1 and keeps the previous category (2, for item 6); a slate without a click changes nothing
+    assert seeking.tolist() == [[1, 1.5, 0.5, 1, 0.5, 1.5], [1, 0, 0.5, 1.5, 0, 1.5]]
+    assert deep.tolist() == [[1, 0, 2, 1, 2, 0], [1, 0, 2, 0, 0, 0]]
+    assert plain.tolist() == [[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1]]
+
+
 def test_in_mode_replays_the_same_user_under_another_protocol():
     temper = Temper(initial=2.0)
     nx_0 = UserBehaviour(mode="NX_0", quit=QuitRule(2, 0), temper=temper, max_steps=6, no_click_utility=SURE_CLICK)
@@ -210,8 +228,12 @@ def test_bad_session_settings_are_clear_errors():
         UserBehaviour(mode="NX_X", quit=QuitRule(2))
     with pytest.raises(ValueError, match="leave UserBehaviour.repeats unset"):
         UserBehaviour(mode="FreeB", quit=QuitRule(2), repeats="forbid")
+    with pytest.raises(ValueError, match="variety must be in"):
+        UserBehaviour(variety=1.5)
     with pytest.raises(ValueError, match="`category` option"):
         simulator(UserBehaviour(quit=QuitRule(2)), 2, categories=None)
+    with pytest.raises(ValueError, match="`category` option"):
+        simulator(UserBehaviour(variety=0.5), 2, categories=None)
     with pytest.raises(ValueError, match="one id per item"):
         simulator(UserBehaviour(), 2, categories=CATEGORIES[:-1])
 

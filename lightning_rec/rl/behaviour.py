@@ -84,7 +84,11 @@ class UserBehaviour:
     (EasyRL4Rec's user consumes every recommended item). Reward (`satisfaction`): 1 per click, or,
     where the data has ratings, the clicked item's (predicted or ground-truth) rating rescaled to
     [0, 1] (`reward: rescaled`, the default) or as it is (`reward: rating`: the field's units, e.g.
-    KuaiRec's watch ratio).
+    KuaiRec's watch ratio). `variety` in [-1, 1] is what the population values beyond the click: a
+    click in another category than the episode's previous click earns (1 + variety) times its
+    reward, one in the same category (1 - variety) times (variety-seeking users > 0, depth-seeking
+    ones < 0; the first click and uncategorised items, which leave the previous category as it
+    was, earn it unchanged).
 
     How a session ends is the `mode`; every mode ends it after `max_steps` slates:
     - "patience" (the default): patience starts at `initial_patience` and drops by `ignore_cost`
@@ -113,6 +117,7 @@ class UserBehaviour:
         quit: QuitRule | None = None,
         temper: Temper | None = None,
         reward: Literal["rescaled", "rating"] = "rescaled",
+        variety: float = 0.0,
     ):
         if max_steps < 1 or initial_patience <= 0:
             raise ValueError(
@@ -120,6 +125,8 @@ class UserBehaviour:
             )
         if reward not in ("rescaled", "rating"):
             raise ValueError(f"UserBehaviour.reward must be 'rescaled' or 'rating', got {reward!r}")
+        if not -1 <= variety <= 1:
+            raise ValueError(f"UserBehaviour.variety must be in [-1, 1], got {variety}")
         if mode not in MODES:
             raise ValueError(f"UserBehaviour.mode must be one of {', '.join(MODES)}, got {mode!r}")
         mode_repeats = "allow" if mode == "FreeB" else "forbid"
@@ -141,7 +148,7 @@ class UserBehaviour:
         )
         self.repeat_cost, self.no_click_utility = repeat_cost, no_click_utility
         self.repeats = repeats if repeats is not None else mode_repeats
-        self.mode, self.quit, self.temper, self.reward = mode, quit, temper, reward
+        self.mode, self.quit, self.temper, self.reward, self.variety = mode, quit, temper, reward, variety
 
     def in_mode(self, mode: Mode) -> UserBehaviour:
         """The same user (choice, reward, patience costs, quit rule, temper) under another session
@@ -162,6 +169,11 @@ class UserBehaviour:
     def masks_repeats(self) -> bool:
         """Whether slates must leave out what the user consumed or was already shown (all modes but FreeB)."""
         return self.mode != "FreeB"
+
+    @property
+    def reads_categories(self) -> bool:
+        """Whether the simulator needs item categories (for the quit rule or the variety reward)."""
+        return self.quit is not None or self.variety != 0
 
     @property
     def has_patience(self) -> bool:
@@ -196,6 +208,13 @@ class UserBehaviour:
             return clicked * rating
         low, high = rating_range
         return clicked * ((rating - low) / (high - low)).clamp(0, 1)
+
+    def variety_factor(self, previous: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        """What each click's reward is multiplied by [B], from the category of the episode's previous
+        click `previous` [B] and of this one `category` [B] (0: none)."""
+        known = (previous > 0) & (category > 0)
+        sign = torch.where(category == previous, -1.0, 1.0) * known
+        return 1 + self.variety * sign
 
     def patience_cost(
         self, clicked: torch.Tensor, repeats_shown: torch.Tensor, rating: torch.Tensor | None

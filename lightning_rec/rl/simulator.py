@@ -38,6 +38,7 @@ class SimulatorState:
     steps: int = 0
     temper: torch.Tensor | None = None  # FloatTensor[B], under a behaviour with a temper
     recent: torch.Tensor | None = None  # LongTensor[B, window]: the quit rule's last categories, newest last
+    previous: torch.Tensor | None = None  # LongTensor[B]: the category of the last categorised click (0: none)
     dice: torch.Tensor | None = None  # LongTensor[B]: keys of each row's own clicks (see UserSimulator.reset)
 
 
@@ -66,10 +67,10 @@ class UserSimulator:
         categories: torch.Tensor | None = None,
         available: torch.Tensor | None = None,
     ):
-        if behaviour.quit is not None and categories is None:
+        if behaviour.reads_categories and categories is None:
             raise ValueError(
-                "UserBehaviour.quit counts item categories, and this simulator was given none: set the data "
-                "module's `category` option (e.g. {column: genres, pick: first})"
+                "UserBehaviour.quit and .variety read item categories, and this simulator was given none: set "
+                "the data module's `category` option (e.g. {column: genres, pick: first})"
             )
         if categories is not None and len(categories) != data.num_items + 1:
             raise ValueError(
@@ -133,6 +134,7 @@ class UserSimulator:
             left=false.clone(),
             temper=None if temper is None else torch.full((len(users),), temper.initial, device=self.device),
             recent=None if quit is None else torch.zeros(len(users), quit.window, dtype=torch.long, device=self.device),
+            previous=torch.zeros(len(users), dtype=torch.long, device=self.device) if self.behaviour.variety else None,
             dice=None if dice is None else dice.to(self.device),
         )
         return self.state
@@ -161,6 +163,10 @@ class UserSimulator:
         rating = self.model.rating(state.response, item.unsqueeze(1)).squeeze(1) if self.model.has_ratings else None
         rating_range = self.model.rating_range if self.model.has_ratings else None
         rewards = behaviour.satisfaction(rating, rating_range, clicked)
+        if behaviour.variety:
+            category = self.categories[item]
+            rewards = rewards * behaviour.variety_factor(state.previous, category)
+            state.previous = torch.where(category > 0, category, state.previous)  # item 0: no click
         active = ~state.done
         leaving = self._leaving(slates, item, clicked, probs[:, -1], repeats.sum(1), rating, active)
         moved = torch.cat([state.history[:, 1:], item.unsqueeze(1)], dim=1)
