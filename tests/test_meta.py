@@ -96,6 +96,7 @@ def random_tasks(num_tasks: int = 3, num_items: int = 12, seed: int = 0) -> Task
         none,
         torch.zeros(num_tasks, dtype=torch.long),
         torch.arange(num_tasks),
+        none,
     )
 
 
@@ -702,3 +703,43 @@ def test_an_environment_given_at_test_time_reports_returns_for_a_checkpoint_trai
     main(["test", *args, *environment, f"--ckpt_path={tmp_path / 'meta.ckpt'}"])
     table = pd.read_csv(tmp_path / "meta" / "meta_test.csv")
     assert "return" in set(table.metric)
+
+
+# -- an environment family -------------------------------------------------------------------------
+def test_a_family_plays_each_task_in_its_own_environment_and_keeps_the_tasks_order(groups_source, simulator_path):
+    import dataclasses
+
+    from lightning_rec.meta.family import EnvironmentFamily
+    from lightning_rec.rl import UserBehaviour
+    from lightning_rec.rl.behaviour import QuitRule
+
+    short, long = UserBehaviour(mode="NX_X", max_steps=1), UserBehaviour(mode="NX_X", max_steps=3)
+    family = EnvironmentFamily(train={"short": short}, held_out={"long": long})
+    dm, environment = attached_environment(groups_source, simulator_path, episodes=4, family=family)
+    segment = dm.held_out_segment_tasks()
+    played = [*environment.in_held_out_environments(segment)]
+    assert [tasks.name for tasks in played] == ["segment/held_out/long"] and played[0].environment.tolist() == [1]
+    environment.generator.manual_seed(0)
+    drawn = environment.in_training_environments(segment.apply(lambda t: t.repeat_interleave(6, 0)))
+    assert set(drawn.environment.tolist()) == {0}  # the only training environment
+    # tasks in environments long, short, long: one batch plays them one environment after another
+    both = segment.apply(lambda t: t.repeat_interleave(3, 0))
+    both = dataclasses.replace(both, environment=torch.tensor([1, 0, 1]))
+    policy = AdaptivePolicy(tiny_recommender(dm.data.num_items, 8, 1, 50)).eval()
+    loop = InnerLoop(policy, policy.adapted_names("all"), 1, 0.1, environment=environment)
+    fast = next(loop.fast_weights(both))
+    episodes = loop._episodes(fast, both, "eval", False, None)
+    assert episodes.valid.sum(1).view(3, 4).tolist() == [[3] * 4, [1] * 4, [3] * 4]
+    alone = loop._episodes({n: w[:1] for n, w in fast.items()}, both.apply(lambda t: t[:1]), "eval", False, None)
+    assert torch.equal(episodes.slates[:4], alone.slates) and torch.equal(episodes.rewards[:4], alone.rewards)
+    # the same players and dice in both environments: the first slate is the same
+    assert torch.equal(episodes.slates[4:8, 0], alone.slates[:, 0])
+    with pytest.raises(ValueError, match="one environment at a time"):
+        environment.play("eval", both, lambda histories: None, False)
+    with pytest.raises(ValueError, match="must differ between train and held_out"):
+        EnvironmentFamily(train={"a": short}, held_out={"a": long})
+    with pytest.raises(ValueError, match="all mask repeats or all allow them"):
+        EnvironmentFamily(
+            train={"a": short},
+            held_out={"b": UserBehaviour(mode="FreeB", quit=QuitRule(window=2))},
+        )

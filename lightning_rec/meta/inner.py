@@ -135,7 +135,24 @@ class InnerLoop:
     def _episodes(
         self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None
     ) -> Episodes:
-        """Episodes of every task's policy `fast` (rows [T * U]), with the states it acted on when they are cached."""
+        """Episodes of every task's policy `fast` (rows [T * U]) in the simulator of role `environment`,
+        with the states it acted on when they are cached; tasks of different family environments
+        are played one environment after another and joined back in task order."""
+        groups = self.environment.groups(tasks)
+        if len(groups) == 1:
+            return self._episodes_in_one(fast, tasks, environment, explore, items)
+        parts = []
+        for rows in groups:
+            part, weights = tasks.apply(lambda t, rows=rows: t[rows]), {n: w[rows] for n, w in fast.items()}
+            parts.append(self._episodes_in_one(weights, part, environment, explore, items))
+        players = len(parts[0].rewards) // len(groups[0])
+        row_of_part = (torch.cat(groups).unsqueeze(1) * players + torch.arange(players)).flatten()
+        return Episodes.cat(parts).rows(torch.argsort(row_of_part))
+
+    def _episodes_in_one(
+        self, fast: Params, tasks: TaskBatch, environment: str, explore: bool, items: torch.Tensor | None
+    ) -> Episodes:
+        """`_episodes` of tasks that share one family environment."""
         _, frozen = self.split()
         states = []
 

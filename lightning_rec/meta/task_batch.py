@@ -32,6 +32,7 @@ class TaskBatch:
         torch.Tensor
     )  # LongTensor[T]: a cold-start task's user's position after its support events, 0 for segment tasks
     segment: torch.Tensor  # LongTensor[T]: a segment task's segment, -1 for cold-start tasks
+    environment: torch.Tensor  # LongTensor[T]: the task's environment in an EnvironmentFamily, -1 for none
     name: str = "tasks"
 
     def __len__(self) -> int:
@@ -90,6 +91,7 @@ def cold_start_tasks(
         users,
         first + k,
         torch.full_like(users, -1),
+        torch.full_like(users, -1),
         name,
     )
 
@@ -130,6 +132,7 @@ def segment_tasks(
         none,
         torch.zeros_like(segments),
         segments,
+        none,
         name,
     )
 

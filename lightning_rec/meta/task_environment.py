@@ -3,16 +3,21 @@
 A segment task's environment is the simulator restricted to that segment's users; a cold-start
 task's is its own user, whose episode starts right after the k known events. Training tasks only
 ever run in the checkpoint's "train" simulator and test tasks in its "eval" one, whose response
-model was fit on other users with another seed (see SimulatorTraining).
+model was fit on other users with another seed (see SimulatorTraining). With an EnvironmentFamily, a
+segment task is also one of the family's populations: its episodes follow that environment's
+session dynamics, in either simulator.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 
 import torch
 
 from lightning_rec.distributed import inverse_cdf, keyed_uniform
+from lightning_rec.meta.family import EnvironmentFamily
 from lightning_rec.meta.task_batch import TaskBatch
 from lightning_rec.rl.agents import HistoryAgent
 from lightning_rec.rl.behaviour import UserBehaviour
@@ -35,6 +40,10 @@ class TaskEnvironment:
     its rules: consumed and already shown items are masked; slates are the top `slate_size` items
     when evaluating, drawn without replacement from the softmax at `temperature` when exploring
     for the policy-gradient inner loss.
+
+    With a `family`, meta-training's segment tasks are each played in one of its train environments
+    (drawn per task) and the meta-test's in each held-out one in turn; tasks without one (cold-start
+    tasks) keep `behaviour`.
     """
 
     def __init__(
@@ -46,8 +55,10 @@ class TaskEnvironment:
         temperature: float = 1.0,
         discount: float = 0.9,
         seed: int = 0,
+        family: EnvironmentFamily | None = None,
     ):
         self.checkpoint, self.behaviour = checkpoint, behaviour if behaviour is not None else UserBehaviour()
+        self.family = family
         self.slate_size, self.episodes, self.temperature, self.discount, self.seed = (
             slate_size,
             episodes,
@@ -68,6 +79,13 @@ class TaskEnvironment:
         """Build the "train" and "eval" simulators over the data the tasks come from (and its item
         `categories`, for a quit rule). Segment tasks draw their players from the segment's simulated
         users except `excluded` (the cold-start evaluation users, who must stay unseen)."""
+        if categories is None and self.family is not None:
+            for name, behaviour in zip(self.family.names, self.family.behaviours):
+                if behaviour.reads_categories:
+                    raise ValueError(
+                        f"the family's environment {name!r} reads item categories (quit rule or variety): "
+                        "set data.init_args.category"
+                    )
         self.simulators = load_simulators(
             self.checkpoint, data, train_end, self.behaviour, self.seed, categories=categories
         )
@@ -85,6 +103,41 @@ class TaskEnvironment:
             return {}
         simulators = {f"simulator/{name}": simulator.generator for name, simulator in self.simulators.items()}
         return {"episodes": self.generator, **simulators}
+
+    def in_training_environments(self, tasks: TaskBatch) -> TaskBatch:
+        """Segment `tasks`, each in a train environment of the family drawn by the episodes' generator
+        (unchanged without a family)."""
+        if self.family is None or (tasks.segment < 0).any():
+            return tasks
+        return dataclasses.replace(tasks, environment=self.family.draw_train(len(tasks), self.generator))
+
+    def in_held_out_environments(self, tasks: TaskBatch) -> list[TaskBatch]:
+        """Segment `tasks` once in each held-out environment of the family, named after it ([tasks]
+        without a family)."""
+        if self.family is None or (tasks.segment < 0).any():
+            return [tasks]
+        return [
+            dataclasses.replace(
+                tasks,
+                environment=torch.full_like(tasks.segment, index),
+                name=f"{tasks.name}/{self.family.names[index]}",
+            )
+            for index in self.family.held_out
+        ]
+
+    def groups(self, tasks: TaskBatch) -> list[torch.Tensor]:
+        """The rows of `tasks` in each environment they play in (one group when they share one)."""
+        return [torch.nonzero(tasks.environment == value).squeeze(1) for value in tasks.environment.unique()]
+
+    def simulator(self, name: str, environment: int) -> UserSimulator:
+        """The simulator of role `name` under family environment `environment` (-1: `behaviour`): the
+        same response model, users and dice, another session dynamics."""
+        simulator = self.simulators[name]
+        if environment < 0:
+            return simulator
+        played = copy.copy(simulator)
+        played.behaviour = self.family.behaviours[environment]
+        return played
 
     def task_rows(self, name: str, tasks: TaskBatch) -> torch.Tensor:
         """Which tasks can be played by the simulator of role `name` [T] bool: segment tasks with at least one
@@ -119,8 +172,12 @@ class TaskEnvironment:
         Greedy (evaluation) episodes play on keyed dice: a task's players and clicks are a function of
         the seed, the task and the player's index, so two policies, or one policy before and after
         adaptation, meet the same users and the same dice, whatever other tasks share the batch (and
-        so however many processes share the test). Exploring episodes draw fresh ones."""
-        simulator = self.simulators[name]
+        so however many processes share the test). Exploring episodes draw fresh ones. The tasks share
+        one environment (`groups` splits a batch)."""
+        environments = tasks.environment.unique()
+        if len(environments) > 1:
+            raise ValueError("play() runs tasks of one environment at a time: split the batch by groups()")
+        simulator = self.simulator(name, int(environments[0]))
         generator = self.generator if explore else None
         users, starts = self._players(name, tasks, generator)
         t, u = users.shape

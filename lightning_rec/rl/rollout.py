@@ -43,6 +43,31 @@ class Episodes:
         """FloatTensor[B, T]: the sampling log-probability of the clicked item, 0 for no click."""
         return (self.log_probs * self.clicks).sum(-1)
 
+    def rows(self, index: torch.Tensor) -> Episodes:
+        """The episodes of rows `index` [b], in that order."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Episodes(**{name: v[index] if isinstance(v, torch.Tensor) else v for name, v in fields.items()})
+
+    @classmethod
+    def cat(cls, parts: list[Episodes]) -> Episodes:
+        """Episodes of several rollouts (under the same repeat masking) as one, rows one part after
+        another, steps padded to the longest part's (a padded step did not happen and earns nothing)."""
+        if len({part.masks_repeats for part in parts}) > 1:
+            raise ValueError("cannot join episodes that masked repeats with episodes that allowed them")
+        steps = max(part.rewards.shape[1] for part in parts)
+        fields = {"masks_repeats": parts[0].masks_repeats}
+        for name in (f.name for f in dataclasses.fields(cls) if f.name != "masks_repeats"):
+            values = [getattr(part, name) for part in parts]
+            if values[0] is None:
+                fields[name] = None
+            elif name in ("consumed", "sequence"):  # no step dimension
+                fields[name] = torch.cat(values)
+            else:
+                fields[name] = torch.cat(
+                    [torch.cat([v, v.new_zeros(len(v), steps - v.shape[1], *v.shape[2:])], 1) for v in values]
+                )
+        return cls(**fields)
+
     def blocked(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """BoolTensor[b, T, N + 1]: the items masked at each step (consumed before the episode or
         shown at an earlier step), exactly as `rollout` masked them."""

@@ -161,6 +161,8 @@ class MetaPolicyOptimizer(L.LightningModule):
         total = sum(len(tasks) for tasks in batch.values())
         meta_gradient: dict[str, torch.Tensor] = {}
         for kind, tasks in batch.items():
+            if self.environment is not None:  # each segment task in one of a family's training environments
+                tasks = self.environment.in_training_environments(tasks)
             gradient, loss = self.algorithm.meta_gradient(self.inner, tasks)
             for name, g in gradient.items():
                 meta_gradient[name] = meta_gradient.get(name, 0) + g * (len(tasks) / total)
@@ -223,16 +225,19 @@ class MetaPolicyOptimizer(L.LightningModule):
         self._test_sums[key] = self._test_sums.get(key, 0) + sums
 
     def test_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Both starts' adaptation curves on the batch's tasks (segment tasks in each of a family's
+        held-out environments)."""
         returns = self.environment is not None
-        curves = {
-            start: self._curve(loop, batch, self.curve_steps, returns)
-            for start, loop in (("plain", self.plain_inner), ("meta", self.inner))
-        }
-        for step, (plain, meta) in enumerate(zip(curves["plain"], curves["meta"])):
-            for metric in meta:  # the same rows (and, for returns, the same players and dice) for both starts
-                self._accumulate((batch.name, "plain", step, metric), plain[metric])
-                self._accumulate((batch.name, "meta", step, metric), meta[metric])
-                self._accumulate((batch.name, "meta-plain", step, metric), meta[metric] - plain[metric])
+        for tasks in self.environment.in_held_out_environments(batch) if returns else [batch]:
+            curves = {
+                start: self._curve(loop, tasks, self.curve_steps, returns)
+                for start, loop in (("plain", self.plain_inner), ("meta", self.inner))
+            }
+            for step, (plain, meta) in enumerate(zip(curves["plain"], curves["meta"])):
+                for metric in meta:  # the same rows (and, for returns, the same players and dice) for both starts
+                    self._accumulate((tasks.name, "plain", step, metric), plain[metric])
+                    self._accumulate((tasks.name, "meta", step, metric), meta[metric])
+                    self._accumulate((tasks.name, "meta-plain", step, metric), meta[metric] - plain[metric])
 
     def on_test_epoch_end(self) -> None:
         keys = sorted(self._test_sums)
