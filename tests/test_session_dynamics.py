@@ -179,6 +179,12 @@ def test_variety_rewards_a_change_of_category_and_depth_a_repeat_of_it():
     assert plain.tolist() == [[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1]]
 
 
+def test_category_reward_scales_each_click_by_its_category_factor():
+    behaviour = UserBehaviour(mode="NX_X", max_steps=4, no_click_utility=SURE_CLICK, category_reward={2: 3.0, 3: 0.0})
+    # categories 1 (factor 1), 2 (3), 3 (0), and no click
+    assert play(behaviour, [[1, 4, 7, 0]])[1].tolist() == [[1, 3, 0, 0]]
+
+
 def test_in_mode_replays_the_same_user_under_another_protocol():
     temper = Temper(initial=2.0)
     nx_0 = UserBehaviour(mode="NX_0", quit=QuitRule(2, 0), temper=temper, max_steps=6, no_click_utility=SURE_CLICK)
@@ -234,6 +240,8 @@ def test_bad_session_settings_are_clear_errors():
         simulator(UserBehaviour(quit=QuitRule(2)), 2, categories=None)
     with pytest.raises(ValueError, match="`category` option"):
         simulator(UserBehaviour(variety=0.5), 2, categories=None)
+    with pytest.raises(ValueError, match="category ids >= 1 to factors >= 0"):
+        UserBehaviour(category_reward={0: 2.0})
     with pytest.raises(ValueError, match="one id per item"):
         simulator(UserBehaviour(), 2, categories=CATEGORIES[:-1])
 

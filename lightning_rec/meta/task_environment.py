@@ -83,8 +83,8 @@ class TaskEnvironment:
             for name, behaviour in zip(self.family.names, self.family.behaviours):
                 if behaviour.reads_categories:
                     raise ValueError(
-                        f"the family's environment {name!r} reads item categories (quit rule or variety): "
-                        "set data.init_args.category"
+                        f"the family's environment {name!r} reads item categories (quit rule, variety or "
+                        "category_reward): set data.init_args.category"
                     )
         self.simulators = load_simulators(
             self.checkpoint, data, train_end, self.behaviour, self.seed, categories=categories

@@ -88,7 +88,9 @@ class UserBehaviour:
     click in another category than the episode's previous click earns (1 + variety) times its
     reward, one in the same category (1 - variety) times (variety-seeking users > 0, depth-seeking
     ones < 0; the first click and uncategorised items, which leave the previous category as it
-    was, earn it unchanged).
+    was, earn it unchanged). `category_reward` ({category id: factor}, ids as the data module's
+    `catalog.categories` numbers them, others 1) is what the population values by kind of item: a
+    click's reward is multiplied by its item's category's factor.
 
     How a session ends is the `mode`; every mode ends it after `max_steps` slates:
     - "patience" (the default): patience starts at `initial_patience` and drops by `ignore_cost`
@@ -118,6 +120,7 @@ class UserBehaviour:
         temper: Temper | None = None,
         reward: Literal["rescaled", "rating"] = "rescaled",
         variety: float = 0.0,
+        category_reward: dict[int, float] | None = None,
     ):
         if max_steps < 1 or initial_patience <= 0:
             raise ValueError(
@@ -127,6 +130,10 @@ class UserBehaviour:
             raise ValueError(f"UserBehaviour.reward must be 'rescaled' or 'rating', got {reward!r}")
         if not -1 <= variety <= 1:
             raise ValueError(f"UserBehaviour.variety must be in [-1, 1], got {variety}")
+        if category_reward is not None and any(c < 1 or f < 0 for c, f in category_reward.items()):
+            raise ValueError(
+                f"UserBehaviour.category_reward maps category ids >= 1 to factors >= 0, got {category_reward}"
+            )
         if mode not in MODES:
             raise ValueError(f"UserBehaviour.mode must be one of {', '.join(MODES)}, got {mode!r}")
         mode_repeats = "allow" if mode == "FreeB" else "forbid"
@@ -149,6 +156,7 @@ class UserBehaviour:
         self.repeat_cost, self.no_click_utility = repeat_cost, no_click_utility
         self.repeats = repeats if repeats is not None else mode_repeats
         self.mode, self.quit, self.temper, self.reward, self.variety = mode, quit, temper, reward, variety
+        self.category_reward = category_reward
 
     def in_mode(self, mode: Mode) -> UserBehaviour:
         """The same user (choice, reward, patience costs, quit rule, temper) under another session
@@ -172,8 +180,8 @@ class UserBehaviour:
 
     @property
     def reads_categories(self) -> bool:
-        """Whether the simulator needs item categories (for the quit rule or the variety reward)."""
-        return self.quit is not None or self.variety != 0
+        """Whether the simulator needs item categories (quit rule, variety, category_reward)."""
+        return self.quit is not None or self.variety != 0 or self.category_reward is not None
 
     @property
     def has_patience(self) -> bool:
@@ -215,6 +223,12 @@ class UserBehaviour:
         known = (previous > 0) & (category > 0)
         sign = torch.where(category == previous, -1.0, 1.0) * known
         return 1 + self.variety * sign
+
+    def category_factor(self, category: torch.Tensor) -> torch.Tensor:
+        """`category_reward`'s factor of each click's category [B] (0: none, factor 1)."""
+        factors = torch.ones(max([int(category.max()), *self.category_reward]) + 1, device=category.device)
+        factors[list(self.category_reward)] = torch.tensor(list(self.category_reward.values()), device=category.device)
+        return factors[category]
 
     def patience_cost(
         self, clicked: torch.Tensor, repeats_shown: torch.Tensor, rating: torch.Tensor | None

@@ -69,8 +69,8 @@ class UserSimulator:
     ):
         if behaviour.reads_categories and categories is None:
             raise ValueError(
-                "UserBehaviour.quit and .variety read item categories, and this simulator was given none: set "
-                "the data module's `category` option (e.g. {column: genres, pick: first})"
+                "UserBehaviour.quit, .variety and .category_reward read item categories, and this simulator was "
+                "given none: set the data module's `category` option (e.g. {column: genres, pick: first})"
             )
         if categories is not None and len(categories) != data.num_items + 1:
             raise ValueError(
@@ -163,6 +163,8 @@ class UserSimulator:
         rating = self.model.rating(state.response, item.unsqueeze(1)).squeeze(1) if self.model.has_ratings else None
         rating_range = self.model.rating_range if self.model.has_ratings else None
         rewards = behaviour.satisfaction(rating, rating_range, clicked)
+        if behaviour.category_reward is not None:
+            rewards = rewards * behaviour.category_factor(self.categories[item])
         if behaviour.variety:
             category = self.categories[item]
             rewards = rewards * behaviour.variety_factor(state.previous, category)
