@@ -3,6 +3,7 @@
 from lightning_rec.meta.adaptive_heads import Adapter, StateHead, UserHead
 from lightning_rec.meta.adaptive_policy import AdaptivePolicy
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
+from lightning_rec.meta.context import ContextHead, ContextLoop
 from lightning_rec.meta.datamodule import MetaDataModule
 from lightning_rec.meta.inner import InnerLoop
 from lightning_rec.meta.kmeans import kmeans
@@ -11,6 +12,8 @@ from lightning_rec.meta.task_batch import TaskBatch, cold_start_tasks, segment_t
 __all__ = [
     "AdaptivePolicy",
     "Adapter",
+    "ContextHead",
+    "ContextLoop",
     "FOMAML",
     "InnerLoop",
     "MetaAlgorithm",

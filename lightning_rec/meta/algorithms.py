@@ -24,24 +24,33 @@ class FOMAML(MetaAlgorithm):
     """First-order MAML: adapt on the support set, then take the gradient of the query loss at the
     adapted parameters as the gradient at the start (the second-order term is dropped). Parameters
     the inner loop does not adapt get their ordinary query-loss gradient, so a frozen body is
-    meta-trained too (as in ANIL). Learned inner rates (Meta-SGD) get the query gradient through
-    the inner steps they scale: -sum over tasks and steps of query gradient x step gradient."""
+    meta-trained too (as in ANIL). What the adapted values are themselves a function of gets the
+    query gradient through them: Meta-SGD's learned rates through the inner steps they scale (-sum
+    over tasks and steps of query gradient x step gradient), a ContextHead's summary network
+    through the context it computed."""
 
     def meta_gradient(self, loop: InnerLoop, tasks: TaskBatch) -> tuple[Params, torch.Tensor]:
         items = loop.item_table()  # once: the backward through the item encoder runs once as well
-        adapted = loop.adapt(tasks, items=items)  # attached to the learned rates, if any
+        adapted = loop.adapt(tasks, items=items)  # attached to the learned rates or a context's summary, if any
         fast = {n: w.detach().requires_grad_() for n, w in adapted.items()}
         frozen = {n: p for n, p in loop.split()[1].items() if p.requires_grad}
         loss = loop.query_loss(fast, tasks, items).mean()
         grads = torch.autograd.grad(loss, [*fast.values(), *frozen.values()], allow_unused=True)
-        gradient = {n: g.sum(0) for n, g in zip(fast, grads)}  # the mean over tasks is in the loss
+        params = dict(loop.policy.named_parameters())
+        gradient = {n: g.sum(0) for n, g in zip(fast, grads) if n in params}  # the mean over tasks is in the loss
         gradient.update({n: g for n, g in zip(frozen, grads[len(fast) :]) if g is not None})
-        rates = loop.policy.learned_rates()
-        if rates:
-            rate_grads = torch.autograd.grad(
-                list(adapted.values()), [rates[n] for n in adapted], grads[: len(fast)], allow_unused=True
+        attached = [n for n in adapted if adapted[n].requires_grad]
+        if attached:  # what the adaptation itself is a function of gets the query gradient through it
+            sources = {n: p for n, p in params.items() if p.requires_grad}
+            through = torch.autograd.grad(
+                [adapted[n] for n in attached],
+                list(sources.values()),
+                [grads[list(fast).index(n)] for n in attached],
+                allow_unused=True,
             )
-            gradient.update({loop.policy.rate_name(n): g for n, g in zip(adapted, rate_grads) if g is not None})
+            for n, g in zip(sources, through):
+                if g is not None:
+                    gradient[n] = gradient.get(n, 0) + g
         return gradient, loss.detach()
 
 

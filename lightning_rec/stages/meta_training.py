@@ -15,6 +15,7 @@ from lightning_rec.distributed import world
 from lightning_rec.meta.adaptive_heads import StateHead
 from lightning_rec.meta.adaptive_policy import Adapt, AdaptivePolicy
 from lightning_rec.meta.algorithms import FOMAML, MetaAlgorithm, Reptile
+from lightning_rec.meta.context import ContextHead, ContextLoop
 from lightning_rec.meta.inner import InnerLoop, InnerLoss
 from lightning_rec.meta.tables import adaptation_table, plot_curves, publish
 from lightning_rec.meta.task_batch import TaskBatch
@@ -86,6 +87,15 @@ class MetaPolicyOptimizer(L.LightningModule):
             raise ValueError(
                 "learn_inner_lr (Meta-SGD) needs FOMAML: Reptile's meta-gradient has no term for the inner rates"
             )
+        if isinstance(head, ContextHead):
+            if environment is None:
+                raise ValueError(
+                    "a ContextHead adapts on the episodes it plays: it needs an environment (a simulator checkpoint)"
+                )
+            if isinstance(algorithm, Reptile) or learn_inner_lr:
+                raise ValueError(
+                    "a ContextHead is meta-trained by FOMAML through its context: not with Reptile or learn_inner_lr"
+                )
         self.algorithm = algorithm if algorithm is not None else FOMAML()
         self.environment = environment
         self.automatic_optimization = False
@@ -105,14 +115,22 @@ class MetaPolicyOptimizer(L.LightningModule):
         """The frozen plain copy of the (built) policy, and an inner loop for each."""
         self.plain = copy.deepcopy(self.policy).requires_grad_(False)
         hp = self.hparams
-        names = self.policy.adapted_names(hp.adapt, hp.num_top_layers)
-        if hp.meta_parameters == "adapted":  # the outer loop moves only the adapted parameters
+        context = isinstance(self.policy.head, ContextHead)  # adapted by played episodes, not by gradient steps
+        names = self.policy.adapted_names("head" if context else hp.adapt, hp.num_top_layers)
+        if hp.meta_parameters == "adapted":  # the outer loop moves only the adapted parameters (a ContextHead's)
             for name, param in self.policy.named_parameters():
                 param.requires_grad_(name in names)
         if hp.learn_inner_lr:  # after the plain copy: the plain start adapts at the fixed inner_lr
             self.policy.learn_inner_rates(names, hp.inner_lr)
-        self.inner = InnerLoop(self.policy, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
-        self.plain_inner = InnerLoop(self.plain, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
+        if context:
+            self.inner, self.plain_inner = (
+                ContextLoop(policy, hp.inner_steps, self.environment) for policy in (self.policy, self.plain)
+            )
+        else:
+            self.inner, self.plain_inner = (
+                InnerLoop(policy, names, hp.inner_steps, hp.inner_lr, hp.inner_loss, self.environment)
+                for policy in (self.policy, self.plain)
+            )
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
