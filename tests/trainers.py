@@ -79,3 +79,52 @@ class RanksAgree(L.Callback):
         everyone = gather_rows(checksum)
         if not torch.equal(everyone.min(), everyone.max()):
             raise AssertionError(f"the processes' weights differ: checksums {everyone.flatten().tolist()}")
+
+
+class HoldsItemTableShard(L.Callback):
+    """Fails a sharded (FSDP2) run in which a process holds more than its share of the item table's
+    rows, or of their optimizer state, after a training step or after a validation; prints each
+    process's share at the end."""
+
+    def __init__(self):
+        self.checked = 0
+
+    def share(self, trainer, pl_module, when: str) -> tuple[int, int]:
+        from torch.distributed.tensor import DTensor
+
+        weight = pl_module.item_encoder.embedding.weight
+        if not isinstance(weight, DTensor):
+            raise AssertionError(f"{when}: rank {trainer.global_rank} holds the whole item table ({type(weight)})")
+        total, world, rank = weight.shape[0], trainer.world_size, trainer.global_rank
+        size = -(-total // world)  # torch.chunk: the first shards ceil(total / world) rows, the last the rest
+        expected, rows = max(min(size, total - rank * size), 0), weight.to_local().shape[0]
+        if rows != expected:
+            raise AssertionError(f"{when}: rank {rank} holds {rows} of {total} item rows, not {expected}")
+        return rows, total
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        rows, _ = self.share(trainer, pl_module, "after a training step")
+        weight = pl_module.item_encoder.embedding.weight
+        moments = trainer.optimizers[0].state[weight]["exp_avg"].to_local()
+        if len(moments) != rows:
+            raise AssertionError(f"rank {trainer.global_rank} keeps Adam moments of {len(moments)} rows, not {rows}")
+        self.checked += 1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.share(trainer, pl_module, "after a validation")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        rows, total = self.share(trainer, pl_module, "at the end of training")
+        if not self.checked:
+            raise AssertionError("no training step was checked")
+        print(f"rank {trainer.global_rank} holds {rows} of {total} item rows", flush=True)
+
+
+class ReportsWorld(L.Callback):
+    """Prints, at the start of training, each process's global rank, the world size and the cluster
+    environment Lightning took them from."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        environment = type(trainer.strategy.cluster_environment).__name__
+        print(f"rank {trainer.global_rank} of {trainer.world_size} ({environment})", flush=True)

@@ -59,12 +59,15 @@ class RankingRecommender(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Sizes an unbuilt module from the checkpoint; a module built from data with items added after
-        training (appended, see `items_without_events`) gets the checkpoint's weights grown to it."""
+        training (appended, see `items_without_events`) gets the checkpoint's weights grown to it.
+        A checkpoint without its state dict was loaded into the shards already (ModelParallelStrategy
+        loads the weights itself, before this hook), so it is not grown: a catalogue grown since
+        training fails that load on the item table's shape; test it on one process or with DDP."""
         if not self.is_built:  # loaded outside a Trainer: size from the checkpoint
             n = checkpoint["num_items"]
             self.build(ItemCatalog(n, None, torch.zeros(n + 1)))
             self.item_ids = checkpoint.get("item_ids")
-        else:
+        elif "state_dict" in checkpoint:
             checkpoint["state_dict"] = self.grown_state(checkpoint, self._trainer.ckpt_path if self._trainer else None)
 
     def grown_state(self, checkpoint: dict, path: str | None = None) -> dict:
@@ -165,6 +168,42 @@ class SequentialRecommender(RankingRecommender):
         self.sequence_encoder.build(catalog)
         super().build(catalog)
 
+    # -- sharding (FSDP2) ---------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (configs/trainer/fsdp-cpu.yaml), which gives this module a device
+        mesh: FSDP2 `fully_shard` over its data-parallel dimension, so every process keeps 1/world of
+        each parameter, gradient and optimizer state between steps. Shard groups: each layer of the
+        sequence encoder (the elements of its longest ModuleList), the rest of the sequence encoder,
+        the item encoder, and any other child with parameters (the objective's). Each is gathered in
+        its own forward; this module itself is not a group, because Lightning calls its steps without
+        going through its forward. The item encoder stays gathered after its forward
+        (reshard_after_forward=False) until the backward: IDItemEncoder returns its parameter itself,
+        whose storage a reshard would free while the step still reads it. Any other strategy (DDP,
+        one device) leaves the module as it is; checkpoints are full state dicts
+        (save_distributed_checkpoint: false), loadable on one process."""
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+        from torch.distributed.tensor import DTensor
+
+        if self.device_mesh is None or isinstance(self.item_encoder, FSDPModule):  # not sharded, or already
+            return
+        mesh = self.device_mesh["data_parallel"]
+        lists = [module for module in self.sequence_encoder.modules() if isinstance(module, torch.nn.ModuleList)]
+        for layer in max(lists, key=len) if lists else []:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.item_encoder, mesh=mesh, reshard_after_forward=False)
+        for child in self.children():
+            if any(not isinstance(parameter, DTensor) for parameter in child.parameters()):
+                fully_shard(child, mesh=mesh)
+        unsharded = [name for name, parameter in self.named_parameters() if not isinstance(parameter, DTensor)]
+        if unsharded:  # they would train apart on each process: nothing averages their gradients
+            raise RuntimeError(f"parameters outside every FSDP shard group: {unsharded}")
+
+    def on_validation_epoch_end(self) -> None:
+        reshard(self)
+
+    def on_test_epoch_end(self) -> None:
+        reshard(self)
+
     # -- the model ---------------------------------------------------------------------------------
     def encode(self, input: torch.Tensor, items: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
         """Hidden state at every position of left-padded item ids [B, L] -> [B, L, D], or (`last`)
@@ -250,6 +289,16 @@ class SequentialRecommender(RankingRecommender):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def reshard(module: torch.nn.Module) -> None:
+    """Every FSDP2 shard group in `module` back to its shards: after an evaluation, the groups kept
+    gathered after their forward (the item encoder's) would otherwise stay whole until the next backward."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for part in module.modules():
+        if isinstance(part, FSDPModule):
+            part.reshard()
 
 
 def recommender_entry(recommender: SequentialRecommender, prefix: str) -> dict:
