@@ -1,12 +1,15 @@
-"""Reading a checkpoint file a user named (`--ckpt_path`, a stage's `pretrained`, `simulator` or
-`checkpoint`): a missing, truncated or foreign file is a DataError naming it, not a traceback from
-inside torch's zip reader."""
+"""Checkpoint files: reading one a user named (`--ckpt_path`, a stage's `pretrained`, `simulator` or
+`checkpoint`), where a missing, truncated or foreign file is a DataError naming it, not a traceback
+from inside torch's zip reader; and writing the latest weights (`LatestCheckpoint`,
+configs/callbacks/last.yaml) so that no run ends without them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_rec.data.errors import DataError
 
@@ -27,3 +30,20 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint without a monitor (the latest weights) that also saves when fit stops between
+    two validations (`max_steps`, `max_time`, an early stop): Lightning's saves at validation only,
+    so a run shorter than `val_check_interval` would end with no checkpoint at all and a longer one
+    would lose the steps after its last validation."""
+
+    def __init__(self, **kwargs):
+        if kwargs.get("monitor") is not None:
+            raise ValueError("LatestCheckpoint keeps the latest weights: give it no monitor")
+        super().__init__(**kwargs)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
