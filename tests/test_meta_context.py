@@ -17,7 +17,7 @@ from lightning_rec.data.categories import CategoryField
 from lightning_rec.data.sources import InteractionFile
 from lightning_rec.encoders import IDItemEncoder, TransformerEncoder
 from lightning_rec.meta import FOMAML, AdaptivePolicy, ContextHead, ContextLoop, MetaDataModule, Reptile
-from lightning_rec.meta.context import CONTEXT
+from lightning_rec.meta.context import CONTEXT, previous_click
 from lightning_rec.meta.family import EnvironmentFamily
 from lightning_rec.meta.task_environment import TaskEnvironment, by_task
 from lightning_rec.rl import ResponseModel, UserBehaviour
@@ -86,7 +86,7 @@ def test_fomaml_reaches_the_summary_network_through_the_context(groups_source, s
     """FOMAML's gradient of the summary network = the gradient of the query loss at the adapted
     context taken straight through it (the same episodes)."""
     dm, environment = attached_environment(
-        groups_source, simulator_path, episodes=16, temperature=2.0, behaviour=UserBehaviour(mode="NX_X", max_steps=5)
+        groups_source, simulator_path, episodes=32, temperature=2.0, behaviour=UserBehaviour(mode="NX_X", max_steps=5)
     )  # clicks on some slates only: returns that differ, advantages that are not all 0
     tasks = dm.held_out_segment_tasks()
     policy = context_policy(dm.data.num_items)
@@ -202,3 +202,12 @@ def test_the_context_start_adapts_to_a_hidden_reward_where_the_pooled_start_cann
     assert list(context.index) == ["segment/held_out/mostly-g2", "segment/held_out/pays-g0-g1"]
     assert (context[2] >= 1.3 * pooled[2]).all(), (context, pooled)
     assert (context[0] <= 1.15 * pooled[0]).all() and (context[2] >= 1.3 * context[0]).all(), (context, pooled)
+
+
+def test_each_turn_sees_the_episodes_previous_click():
+    """The vector of the last click before each turn (turns without a click are skipped over; zero
+    before the first click), each episode on its own."""
+    vectors = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0]]).unsqueeze(-1)
+    clicked = torch.tensor([[False, True, False, True, True], [True, False, False, False, True]])
+    before = previous_click(vectors * clicked.unsqueeze(-1), clicked).squeeze(-1)
+    assert before.tolist() == [[0.0, 0.0, 2.0, 2.0, 4.0], [0.0, 6.0, 6.0, 6.0, 6.0]]

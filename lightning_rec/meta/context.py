@@ -28,9 +28,11 @@ CONTEXT = "head.context"  # the adapted value's name: a buffer the inner loop re
 class ContextHead(StateHead):
     """Adds `apply(context)` to the user state: `context` [C] (a buffer, zero before any episode)
     is the mean over every turn played so far of `summary(turn features)`; a turn's features are
-    the clicked item's vector, the same times the turn's reward, the reward, whether anything was
-    clicked and whether the episode ended there. `apply` starts at zero, so a fresh head scores
-    exactly as the recommender does."""
+    the clicked item's vector, its product with the episode's previous click (how alike the two
+    are: whether a repeat or a change paid shows only through it, as a mean of single turns
+    cannot), each of the two also times the turn's reward, the reward, whether anything was clicked
+    and whether the episode ended there. `apply` starts at zero, so a fresh head scores exactly as
+    the recommender does."""
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -39,7 +41,7 @@ class ContextHead(StateHead):
         self.apply_context: nn.Linear | None = None
 
     def build(self, dim: int) -> None:
-        self.summary = nn.Sequential(nn.Linear(2 * dim + 3, self.width), nn.GELU(), nn.Linear(self.width, self.width))
+        self.summary = nn.Sequential(nn.Linear(4 * dim + 3, self.width), nn.GELU(), nn.Linear(self.width, self.width))
         self.apply_context = nn.Linear(self.width, dim)
         nn.init.zeros_(self.apply_context.weight)
         nn.init.zeros_(self.apply_context.bias)
@@ -57,13 +59,23 @@ class ContextHead(StateHead):
         [R, S], for episodes [R, S] and the item table [N + 1, D]."""
         clicked = episodes.clicked
         vectors = items[clicked] * (clicked != 0).unsqueeze(-1)
+        alike = vectors * previous_click(vectors, clicked != 0)
         reward = episodes.rewards.unsqueeze(-1)
         valid = episodes.valid
         ended = valid & ~torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], 1)
-        features = torch.cat(
-            [vectors, reward * vectors, reward, (clicked != 0).unsqueeze(-1).float(), ended.unsqueeze(-1).float()], -1
-        )
+        flags = torch.stack([clicked != 0, ended], -1).float()
+        features = torch.cat([vectors, alike, reward * vectors, reward * alike, reward, flags], -1)
         return self.summary(features), valid
+
+
+def previous_click(vectors: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+    """[R, S, D]: at each turn, the vector of the episode's last click before it (zero before the
+    first), for the turns' vectors [R, S, D] and whether each turn had a click [R, S]."""
+    turn = torch.arange(clicked.shape[1], device=clicked.device).expand_as(clicked)
+    last = torch.where(clicked, turn, -1).cummax(1).values  # the latest click up to each turn
+    before = torch.cat([last.new_full((len(last), 1), -1), last[:, :-1]], 1)
+    found = vectors.gather(1, before.clamp(min=0).unsqueeze(-1).expand_as(vectors))
+    return found * (before >= 0).unsqueeze(-1)
 
 
 class ContextLoop(InnerLoop):
