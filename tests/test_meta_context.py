@@ -56,6 +56,23 @@ def test_a_fresh_context_head_scores_exactly_like_the_recommender():
     torch.testing.assert_close(policy(input, history=history), recommender.score(input, history))
 
 
+@pytest.mark.parametrize("knob, best", [(50.0, "the latest item"), (-50.0, "any other")])
+def test_the_repeat_knob_moves_scores_towards_or_away_from_the_latest_item(knob, best):
+    """`repeat(context)` scales the latest item's vector into the state: a large positive knob makes
+    the item just seen the top one (the latest real item, at every position), a negative one its
+    score the lowest."""
+    recommender = tiny_recommender().eval()
+    policy = AdaptivePolicy(recommender, ContextHead(4)).eval()
+    torch.nn.init.constant_(policy.head.repeat.bias, knob)
+    input = torch.tensor([[0, 0, 3, 4], [1, 2, 7, 9]])
+    scores = policy(input, history=torch.zeros_like(input))[:, 1:]  # item 0 is padding
+    latest = scores.gather(1, input[:, -1:] - 1).squeeze(1)
+    if best == "the latest item":
+        assert (latest == scores.max(1).values).all()
+    else:
+        assert (latest == scores.min(1).values).all()
+
+
 def test_the_context_is_the_mean_summary_of_every_turn_played_so_far(groups_source, simulator_path):  # noqa: F811
     dm, environment = attached_environment(groups_source, simulator_path, episodes=4, behaviour=clicking())
     tasks = dm.held_out_segment_tasks()

@@ -11,7 +11,8 @@ from torch import nn
 
 
 class StateHead(nn.Module):
-    """Base class: maps user states [..., D] to adapted states [..., D]."""
+    """Base class: maps user states [..., D] to adapted states [..., D], given also `latest` [..., D],
+    the vector of the user's latest item at each state (a head may read what was just clicked)."""
 
     def build(self, dim: int) -> None:
         raise NotImplementedError
@@ -38,7 +39,7 @@ class UserHead(StateHead):
     def is_built(self) -> bool:
         return self.linear is not None
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: torch.Tensor, latest: torch.Tensor) -> torch.Tensor:
         return state + self.linear(state)
 
 
@@ -62,5 +63,5 @@ class Adapter(StateHead):
     def is_built(self) -> bool:
         return self.down is not None
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: torch.Tensor, latest: torch.Tensor) -> torch.Tensor:
         return state + self.up(nn.functional.gelu(self.down(state)))

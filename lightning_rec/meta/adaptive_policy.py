@@ -66,9 +66,16 @@ class AdaptivePolicy(nn.Module):
         states = self.recommender.encode(input.flatten(0, -2), items, last)
         return states.view(*input.shape[:-1], *states.shape[1:])
 
-    def states(self, input: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def states(
+        self, input: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor | None = None, latest=None
+    ) -> torch.Tensor:
+        """The head's states [..., S, D]; the head also sees the vector of the latest item at each of
+        the S positions, from `latest` (the input before the objective prepared it) or `input`."""
         state = self.recommender.encode(input, items) if hidden is None else hidden
-        return state if self.head is None else self.head(state)
+        if self.head is None:
+            return state
+        latest = input if latest is None else latest
+        return self.head(state, items[latest[..., -state.shape[-2] :]])
 
     def forward(
         self,
@@ -85,10 +92,10 @@ class AdaptivePolicy(nn.Module):
             logits = mask_scores(logits)
             loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=0, reduction="sum")
             return loss / (target != 0).sum().clamp(min=1)
-        input = self.recommender.objective.prepare_inference(input)
+        latest, input = input, self.recommender.objective.prepare_inference(input)
         hidden = self.recommender.encode(input, items, last=True) if hidden is None else hidden
         history = history if self.recommender.hparams.mask_history else None
-        states = self.states(input, items, hidden)[:, -1]
+        states = self.states(input, items, hidden, latest)[:, -1]
         return catalogue_scores(states, items, input, self.recommender.popularity, history)
 
     def adapted_names(self, adapt: Adapt, num_top_layers: int = 1) -> list[str]:

@@ -26,13 +26,16 @@ CONTEXT = "head.context"  # the adapted value's name: a buffer the inner loop re
 
 
 class ContextHead(StateHead):
-    """Adds `apply(context)` to the user state: `context` [C] (a buffer, zero before any episode)
-    is the mean over every turn played so far of `summary(turn features)`; a turn's features are
+    """Adds `apply(context)` and `repeat(context)` times the latest item's vector to the user state:
+    the first moves the user's taste, the second how much the next item should be like the last one
+    (a knob that wants opposite signs where a population quits on repetition or pays for depth).
+    `context` [C] (a buffer, zero before any episode) is the mean over every turn played so far of
+    `summary(turn features)`; a turn's features are
     the clicked item's vector, its product with the episode's previous click (how alike the two
     are: whether a repeat or a change paid shows only through it, as a mean of single turns
     cannot), each of the two also times the turn's reward, the reward, whether anything was clicked
-    and whether the episode ended there. `apply` starts at zero, so a fresh head scores exactly as
-    the recommender does."""
+    and whether the episode ended there. `apply` and `repeat` start at zero, so a fresh head scores
+    exactly as the recommender does."""
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -42,17 +45,18 @@ class ContextHead(StateHead):
 
     def build(self, dim: int) -> None:
         self.summary = nn.Sequential(nn.Linear(4 * dim + 3, self.width), nn.GELU(), nn.Linear(self.width, self.width))
-        self.apply_context = nn.Linear(self.width, dim)
-        nn.init.zeros_(self.apply_context.weight)
-        nn.init.zeros_(self.apply_context.bias)
+        self.apply_context, self.repeat = nn.Linear(self.width, dim), nn.Linear(self.width, dim)
+        for layer in (self.apply_context, self.repeat):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.register_buffer("context", torch.zeros(self.width), persistent=False)
 
     @property
     def is_built(self) -> bool:
         return self.summary is not None
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return state + self.apply_context(self.context)
+    def forward(self, state: torch.Tensor, latest: torch.Tensor) -> torch.Tensor:
+        return state + self.apply_context(self.context) + self.repeat(self.context) * latest
 
     def turns(self, episodes: Episodes, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each turn's summary [R, S, C] (attached to the summary network) and whether it happened
