@@ -176,36 +176,17 @@ def test_meta_training_resumes_mid_epoch_with_its_tasks_and_episodes(tmp_path):
     crash_and_resume(tmp_path / "meta", meta_data, model, epochs=2, every=2, crash=7)
 
 
-LATEST = """
-seed_everything: 0
-data:
-  {data}
-model:
-  {model}
-trainer:
-  accelerator: cpu
-  max_epochs: -1
-  max_steps: {steps}
-  val_check_interval: 5
-  check_val_every_n_epoch: null
-  num_sanity_val_steps: 0
-  default_root_dir: {out}
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks: [{last}]
-"""
-
-
 @pytest.mark.parametrize("steps", [3, 7], ids=["before-the-first-validation", "after-the-last-validation"])
 def test_the_latest_checkpoint_is_written_when_fit_stops_between_validations(taste, tmp_path, steps):
     """configs/callbacks/last.yaml: Lightning's own would save at step 5 only (none at all for a
     3-step run); the weights of the last steps are in last.ckpt."""
     _, data = taste
-    config = tmp_path / "run.yaml"
     last = Path(__file__).parents[1] / "configs" / "callbacks" / "last.yaml"
+    config = tmp_path / "run.yaml"
     data_block = INTERACTIONS.format(data=data, batch_size=16)
-    config.write_text(LATEST.format(data=data_block, model=RECOMMENDER, steps=steps, out=tmp_path, last=last))
-    main(["fit", "-c", str(config)])
+    config.write_text(run_config(data_block, RECOMMENDER, tmp_path, epochs=-1, callbacks=f"    - {last}\n"))
+    stops_between_validations = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", "5"]
+    stops_between_validations += ["--trainer.check_val_every_n_epoch", "null", "--trainer.num_sanity_val_steps", "0"]
+    main(["fit", "-c", str(config), *stops_between_validations])
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == steps

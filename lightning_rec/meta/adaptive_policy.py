@@ -67,7 +67,11 @@ class AdaptivePolicy(nn.Module):
         return states.view(*input.shape[:-1], *states.shape[1:])
 
     def states(
-        self, input: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor | None = None, latest=None
+        self,
+        input: torch.Tensor,
+        items: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        latest: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The head's states [..., S, D]; the head also sees the vector of the latest item at each of
         the S positions, from `latest` (the input before the objective prepared it) or `input`."""

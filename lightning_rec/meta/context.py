@@ -30,12 +30,11 @@ class ContextHead(StateHead):
     the first moves the user's taste, the second how much the next item should be like the last one
     (a knob that wants opposite signs where a population quits on repetition or pays for depth).
     `context` [C] (a buffer, zero before any episode) is the mean over every turn played so far of
-    `summary(turn features)`; a turn's features are
-    the clicked item's vector, its product with the episode's previous click (how alike the two
-    are: whether a repeat or a change paid shows only through it, as a mean of single turns
-    cannot), each of the two also times the turn's reward, the reward, whether anything was clicked
-    and whether the episode ended there. `apply` and `repeat` start at zero, so a fresh head scores
-    exactly as the recommender does."""
+    `summary(turn features)`; a turn's features are the clicked item's vector, its product with the
+    episode's previous click (how alike the two are: whether a repeat or a change paid shows only
+    through it, as a mean of single turns cannot), each of the two also times the turn's reward,
+    the reward, whether anything was clicked and whether the episode ended there. `apply` and
+    `repeat` start at zero, so a fresh head scores exactly as the recommender does."""
 
     def __init__(self, width: int = 32):
         super().__init__()
