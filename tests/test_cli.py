@@ -13,6 +13,8 @@ from ddp_commands import on_two_processes
 
 from lightning_rec.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CONFIG = """
 seed_everything: 0
 data:
@@ -199,3 +201,30 @@ def test_two_seeded_pretraining_runs_are_bit_identical(tmp_path, chain_csv):
     assert ndcg_other != ndcg_a and not torch.equal(
         state_other["sequence_encoder.norm.weight"], state_a["sequence_encoder.norm.weight"]
     )
+
+
+def test_the_generic_recipe_fits_a_users_csv_given_only_its_path_and_stops_after_the_peak(
+    tmp_path, chain_csv, monkeypatch
+):
+    """configs/sasrec.yaml on an events file (user, item, timestamp) with nothing else given: it
+    trains, and EarlyStopping ends the run `patience` validations after the best one, whose weights
+    are best.ckpt (the chain data peaks at NDCG@10 1 long before the 200-epoch limit)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the data cache's default folder
+    out = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs/sasrec.yaml"),
+            "--data.init_args.source.init_args.path",
+            chain_csv,
+            "--trainer.default_root_dir",
+            str(out),
+        ]
+    )
+    last, best = (torch.load(out / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("last", "best"))
+    (stopping,) = (state for key, state in last["callbacks"].items() if key.startswith("EarlyStopping"))
+    assert 0 < stopping["stopped_epoch"] < 199 and stopping["wait_count"] == 5
+    assert best["epoch"] == last["epoch"] - 5
+    assert float(stopping["best_score"]) == pytest.approx(1.0)
