@@ -28,7 +28,11 @@ def catalog(popularity=(0, 5, 0, 2, 1), info=INFO) -> ItemCatalog:
 def write_cache(path, rows: int = 5, dim: int = 6, info=INFO, template: str = "{title}") -> torch.Tensor:
     torch.manual_seed(0)
     table = torch.cat([torch.zeros(1, dim), torch.randn(rows - 1, dim)])
-    metadata = {"template": template, "texts_sha256": texts_fingerprint(render_item_texts(info, template))}
+    metadata = (
+        {"template": template, "texts_sha256": texts_fingerprint(render_item_texts(info, template))}
+        if info is not None
+        else {}
+    )
     write_embeddings(path, table, metadata)
     return table
 
@@ -81,6 +85,44 @@ def test_hybrid_gives_ids_only_to_items_seen_in_training_and_keeps_that_in_check
     restored.build(ItemCatalog(4, None, torch.zeros(5)))  # as when loading a checkpoint
     restored.load_state_dict(hybrid.state_dict())
     torch.testing.assert_close(restored(), hybrid())
+
+
+def test_hybrid_id_dropout_gives_items_without_id_the_map_of_their_text_scaled_at_evaluation(tmp_path):
+    """Items without ID get text + text_to_id(text); in training a fresh `id_dropout` share of the
+    warm items do too; at evaluation the cold rows are multiplied by cold_scale, the warm untouched."""
+    path = tmp_path / "emb.safetensors"
+    write_cache(path, rows=401, info=None)  # no item texts: the cache is not checked against any
+    hybrid = HybridItemEncoder(str(path), dim=4, dropout=0.0, id_dropout=0.25, cold_scale=2.0)
+    hybrid.build(ItemCatalog(400, None, torch.tensor([0.0] + [0.0, 1.0] * 200)))  # odd items cold
+    torch.nn.init.normal_(hybrid.text_to_id.weight)
+    text = hybrid.adaptor(hybrid.text_vectors[1:])
+    warm, mapped = text + hybrid.id_embedding.weight[1:], text + hybrid.text_to_id(text)
+    cold = ~hybrid.has_id[1:, 0]
+    hybrid.eval()
+    table = hybrid()[1:]
+    torch.testing.assert_close(table[cold], 2.0 * mapped[cold])
+    torch.testing.assert_close(table[~cold], warm[~cold])
+    hybrid.train()
+    table = hybrid()
+    assert (table[0] == 0).all()
+    table = table[1:]
+    torch.testing.assert_close(table[cold], mapped[cold])
+    swapped = torch.isclose(table[~cold], mapped[~cold]).all(1)
+    assert torch.isclose(table[~cold][~swapped], warm[~cold][~swapped]).all()
+    assert 0.15 < swapped.float().mean() < 0.35
+    assert not torch.equal(swapped, torch.isclose(hybrid()[1:][~cold], mapped[~cold]).all(1))  # drawn afresh
+
+
+def test_hybrid_without_id_dropout_has_no_map_and_bad_options_are_named(tmp_path):
+    path = tmp_path / "emb.safetensors"
+    write_cache(path)
+    hybrid = HybridItemEncoder(str(path), dim=4)
+    hybrid.build(catalog())
+    assert hybrid.text_to_id is None and not any("text_to_id" in key for key in hybrid.state_dict())
+    with pytest.raises(ValueError, match="id_dropout must be in"):
+        HybridItemEncoder(str(path), id_dropout=1.0)
+    with pytest.raises(ValueError, match="cold_scale must be positive"):
+        HybridItemEncoder(str(path), cold_scale=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -80,17 +80,54 @@ class TextItemEncoder(ItemEncoder):
 
 
 class HybridItemEncoder(TextItemEncoder):
-    """ID embedding + adapted text vector, summed. Items without a single training event get no ID
-    vector (only text): an untrained ID row is noise at best."""
+    """ID embedding + adapted text vector, summed. Items without a training event have no trained ID
+    vector (an untrained row is noise at best). With `id_dropout` > 0 they get `text_to_id` of their
+    text in its place, a linear map into the ID space, and each training step that share of the items,
+    drawn afresh, swap their ID vector for the map's, so the model learns to score items from text
+    alone and the map trains (with 0 they get text alone, and nothing learns to score them). At
+    evaluation the vectors of items without ID are multiplied by `cold_scale`: texts the adaptor never
+    trained on score lower than the warm texts it was fitted to, and this is the dial of how often new
+    items are shown (docs/large-models.md, section 4)."""
+
+    def __init__(
+        self,
+        embeddings: str,
+        dim: int = 64,
+        num_experts: int = 8,
+        dropout: float = 0.2,
+        init_std: float = 0.02,
+        id_dropout: float = 0.0,
+        cold_scale: float = 1.0,
+    ):
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"HybridItemEncoder: id_dropout must be in [0, 1), got {id_dropout}")
+        if cold_scale <= 0:
+            raise ValueError(f"HybridItemEncoder: cold_scale must be positive, got {cold_scale}")
+        super().__init__(embeddings, dim, num_experts, dropout, init_std)
+        self.id_dropout, self.cold_scale = id_dropout, cold_scale
 
     def build(self, catalog) -> None:
         super().build(catalog)
         self.id_embedding = nn.Embedding(catalog.num_items + 1, self.dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=self.init_std)
         self.register_buffer("has_id", (catalog.popularity > 0).unsqueeze(1))  # saved: restored with checkpoints
+        self.text_to_id = nn.Linear(self.dim, self.dim) if self.id_dropout > 0 else None  # trains only then
+        if self.text_to_id is not None:
+            nn.init.zeros_(self.text_to_id.weight)
+            nn.init.zeros_(self.text_to_id.bias)
 
     def forward(self) -> torch.Tensor:
-        return super().forward() + self.id_embedding.weight * self.has_id
+        text, has_id = super().forward(), self.has_id
+        if self.text_to_id is None:
+            table = text + self.id_embedding.weight * has_id
+        else:
+            if self.training:
+                has_id = has_id & (torch.rand_like(has_id, dtype=text.dtype) >= self.id_dropout)
+            mapped = torch.cat([text.new_zeros(1, self.dim), self.text_to_id(text[1:])])
+            table = text + torch.where(has_id, self.id_embedding.weight, mapped)
+        if self.training or self.cold_scale == 1.0:
+            return table
+        return torch.where(self.has_id, table, self.cold_scale * table)
 
 
 class PLMItemEncoder(ItemEncoder):
