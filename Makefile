@@ -33,7 +33,7 @@ SIMULATOR := $(OUT)/simulator/checkpoints/best.ckpt
 # The field's session protocol for PPO and its table (NX_0, first genre as category, N = 4, M = 0, 30 turns).
 SESSION := configs/session/ml-latest-small-nx0.yaml
 
-.PHONY: setup demo demo-meta test clean
+.PHONY: setup demo demo-cold demo-meta test clean
 
 setup: $(VENV)/.installed
 
@@ -68,7 +68,22 @@ demo: setup
 	$(CLI) test -c configs/rl-evaluation-ml-latest-small.yaml -c $(SESSION) --trainer.default_root_dir $(OUT)/rl-evaluation \
 	    --model.init_args.supervised $(PRETRAINED) --model.init_args.simulator $(SIMULATOR) --model.init_args.episodes_per_user 4 \
 	    --model.init_args.policies '{ppo: $(OUT)/ppo/checkpoints/last.ckpt}'
+	$(MAKE) --no-print-directory demo-cold
 	$(MAKE) --no-print-directory demo-meta
+
+# Cold-start items (docs/large-models.md, section 4): 20 % of the items withheld from training, the
+# text-only SASRec and the hybrid with configs/cold-items.yaml at the benchmark's 5 epochs, one thread
+# each, side by side; the table gives test NDCG@10 on all, warm and cold targets and the paired difference.
+COLD := $(PY) benchmarks/encoders.py --no-baselines --cold-fractions 0.2 --epochs $(DEMO_EPOCHS) --workdir $(OUT)/cold-items
+demo-cold: setup
+	mkdir -p $(OUT)
+	$(CLI) predict --data $(DATA) -c configs/encode-ml-latest-small.yaml
+	OMP_NUM_THREADS=1 $(COLD) --models sasrec-text --output $(OUT)/cold-items/text > $(OUT)/cold-items-text.log 2>&1 & \
+	OMP_NUM_THREADS=1 $(COLD) --models sasrec-hybrid --label hybrid-cold --model-args "-c configs/cold-items.yaml" \
+	    --output $(OUT)/cold-items/hybrid > $(OUT)/cold-items-hybrid.log 2>&1; hybrid=$$?; \
+	wait $$! && test $$hybrid = 0 || { tail -n 20 $(OUT)/cold-items-*.log; exit 1; }
+	$(PY) benchmarks/encoders.py --merge $(OUT)/cold-items/text.json $(OUT)/cold-items/hybrid.json \
+	    --epochs $(DEMO_EPOCHS) --output $(OUT)/cold-items/table
 
 # The meta stage alone (again) on the demo's checkpoint: meta-training, then the meta-test table at k = 5
 # (curves to 3 inner steps). It starts from the demo's leave-one-out checkpoint (cold_start_users: random),
