@@ -87,7 +87,7 @@ class HybridItemEncoder(TextItemEncoder):
     alone and the map trains (with 0 they get text alone, and nothing learns to score them). At
     evaluation the vectors of items without ID are multiplied by `cold_scale`: texts the adaptor never
     trained on score lower than the warm texts it was fitted to, and this is the dial of how often new
-    items are shown (docs/large-models.md, section 4)."""
+    items are shown (docs/large-models.md, "The hybrid for catalogues with new items")."""
 
     def __init__(
         self,
