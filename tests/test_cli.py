@@ -228,3 +228,27 @@ def test_the_generic_recipe_fits_a_users_csv_given_only_its_path_and_stops_after
     assert 0 < stopping["stopped_epoch"] < 199 and stopping["wait_count"] == 5
     assert best["epoch"] == last["epoch"] - 5
     assert float(stopping["best_score"]) == pytest.approx(1.0)
+
+
+def test_the_generic_hybrid_recipe_runs_after_the_generic_encode_stage_on_a_users_files(
+    tmp_path, chain_csv, monkeypatch
+):
+    """configs/encode.yaml then configs/hybrid-sasrec.yaml, given only the events and item files (and
+    a tiny language model in place of all-MiniLM-L6-v2): the cache lands where the hybrid reads it,
+    and the fit ends early with a best checkpoint of the hybrid encoder."""
+    from tiny_plm import save_tiny_bert
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    bert = save_tiny_bert(tmp_path / "bert")
+    monkeypatch.chdir(tmp_path)  # the recipes' outputs/ folders
+    files = ["--data.init_args.source.init_args.path", chain_csv,
+             "--data.init_args.source.init_args.item_path", chain_csv.replace(".csv", "_items.csv")]  # fmt: skip
+    main(["predict", "-c", str(ROOT / "configs/encode.yaml"), *files, "--model.init_args.model_name", bert])
+    assert (tmp_path / "outputs/embeddings/items-minilm.safetensors").is_file()
+    main(["fit", "-c", str(ROOT / "configs/hybrid-sasrec.yaml"), *files])
+    best = torch.load(tmp_path / "outputs/hybrid-sasrec/checkpoints/best.ckpt", weights_only=False)
+    assert best["hyper_parameters"]["item_encoder"]["class_path"].endswith("HybridItemEncoder")
+    last = torch.load(tmp_path / "outputs/hybrid-sasrec/checkpoints/last.ckpt", weights_only=False)
+    (stopping,) = (state for key, state in last["callbacks"].items() if key.startswith("EarlyStopping"))
+    assert stopping["stopped_epoch"] > 0 and best["epoch"] == last["epoch"] - 5
