@@ -71,7 +71,7 @@ def write_split_tsv(datamodule, path: Path) -> None:
     pd.DataFrame({"user": user + 1, "item": data.items, "timestamp": position}).to_csv(path, sep="\t", index=False)
 
 
-def run_ours(config: str, workdir: Path, extra: list[str]) -> tuple[dict, object]:
+def run_ours(config: str, workdir: Path, extra: list[str]) -> tuple[dict, object, dict]:
     from lightning_rec.cli import RecommenderCLI
 
     cli = RecommenderCLI(
@@ -107,10 +107,26 @@ def run_ours(config: str, workdir: Path, extra: list[str]) -> tuple[dict, object
         "valid_curve": curve.curve,
         "epochs": len(curve.epoch_seconds),
     }
-    return result, cli.datamodule
+    return result, cli.datamodule, recipe_settings(cli)
 
 
-def run_recbole(tsv: Path, out: Path, epochs: int, max_seconds: float | None) -> dict:
+def recipe_settings(cli) -> dict:
+    """Our recipe's settings that RecBole's SASRec also has, as recbole_sasrec.py options: the same
+    batch, learning rate, dropout, window and patience, and the same threads (its L2 weight decay is
+    not AdamW's decoupled one, so it stays at RecBole's 0; it has no warm-up)."""
+    stopping = [c for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
+    data, model = cli.config["data"]["init_args"], cli.config["model"]["init_args"]
+    return {
+        "--train-batch-size": data["batch_size"],
+        "--learning-rate": model["lr"],
+        "--dropout": model["sequence_encoder"]["init_args"]["dropout"],
+        "--max-seq-len": data["max_len"],
+        "--threads": torch.get_num_threads(),
+        **({"--stopping-step": stopping[0].patience} if stopping else {}),
+    }
+
+
+def run_recbole(tsv: Path, out: Path, epochs: int, max_seconds: float | None, settings: dict) -> dict:
     command = [
         str(RECBOLE_PYTHON),
         str(ROOT / "benchmarks/recbole_sasrec.py"),
@@ -126,6 +142,7 @@ def run_recbole(tsv: Path, out: Path, epochs: int, max_seconds: float | None) ->
     ]
     if max_seconds:
         command += ["--max-train-seconds", str(max_seconds)]
+    command += [str(word) for option in settings.items() for word in option]
     subprocess.run(command, check=True, env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
     return json.loads(out.read_text())
 
@@ -141,13 +158,16 @@ def main() -> None:
         "--recbole", action="store_true", help="also run RecBole's SASRec (needs benchmarks/setup_recbole.sh)"
     )
     parser.add_argument("--recbole-epochs", type=int, default=200)
+    parser.add_argument(
+        "--recbole-defaults", action="store_true", help="RecBole's own settings, not our recipe's (batch 2,048, ...)"
+    )
     parser.add_argument("--recbole-max-seconds", type=float, default=None, help="stop RecBole after this much training")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/sasrec-ml-latest-small.json"))
     args, extra = parser.parse_known_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        ours, datamodule = run_ours(args.config, workdir, extra)
+        ours, datamodule, settings = run_ours(args.config, workdir, extra)
         report = {
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "threads": torch.get_num_threads(),
@@ -158,7 +178,10 @@ def main() -> None:
                 sys.exit(f"{RECBOLE_PYTHON} not found: run `bash benchmarks/setup_recbole.sh` first")
             tsv = workdir / "split.tsv"
             write_split_tsv(datamodule, tsv)
-            recbole = run_recbole(tsv, workdir / "recbole.json", args.recbole_epochs, args.recbole_max_seconds)
+            settings = {} if args.recbole_defaults else settings
+            recbole_out = workdir / "recbole.json"
+            recbole = run_recbole(tsv, recbole_out, args.recbole_epochs, args.recbole_max_seconds, settings)
+            report["recbole_settings"] = settings or "RecBole's defaults"
             target = recbole["best_valid_ndcg@10"]
             ours_time = first_time_reaching(ours["valid_curve"], target)
             recbole_time = first_time_reaching(recbole["valid_curve"], target)

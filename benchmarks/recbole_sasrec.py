@@ -304,6 +304,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--gpu", action="store_true", help="use a GPU if there is one")
     p.add_argument("--train-batch-size", type=int, default=None, help="default: RecBole's 2048")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: RecBole's 0.001")
+    p.add_argument("--dropout", type=float, default=None, help="hidden and attention dropout; default: RecBole's 0.5")
     p.add_argument("--quiet", action="store_true", help="RecBole logs warnings only")
     a = p.parse_args(argv)
     for name in ("epochs", "max_seq_len", "stopping_step"):
@@ -392,6 +394,10 @@ def run(args, df: pd.DataFrame, tmp: Path) -> dict:
     }
     if args.train_batch_size:
         config_dict["train_batch_size"] = args.train_batch_size
+    if args.learning_rate:
+        config_dict["learning_rate"] = args.learning_rate
+    if args.dropout is not None:
+        config_dict["hidden_dropout_prob"] = config_dict["attn_dropout_prob"] = args.dropout
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config also parses sys.argv
     try:
