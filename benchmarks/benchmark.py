@@ -5,7 +5,9 @@
 
 Writes benchmarks/results/sasrec-ml-latest-small.json: test NDCG@10 / Recall@10, seconds to train, per epoch,
 to evaluate every user against all items, the validation curve, and with --recbole the same for RecBole and
-the ratios (quality, and time to reach RecBole's best validation NDCG@10).
+the ratios (quality, and time to reach RecBole's best validation NDCG@10). RecBole runs with our
+recipe's settings where both have them (batch, learning rate, dropout, window, early-stopping patience,
+threads; `recipe_settings`), or with its own (`--recbole-defaults`: batch 2,048, lr 0.001, dropout 0.5).
 """
 
 from __future__ import annotations
